@@ -1,0 +1,24 @@
+//! Ephemeral services for tests, benchmarks and the demo: the one place in the workspace that
+//! starts processes.
+//!
+//! - [`PgCluster`]: a throwaway PostgreSQL cluster (`initdb` into a temp directory,
+//!   `wal_level=logical`, fsync off, a free port on 127.0.0.1), with a fresh database per test.
+//! - [`TansuBroker`]: a real Kafka-protocol broker (tansu) on a free port.
+//! - [`MockKafka`]: librdkafka's in-process mock cluster, for tests that need Kafka transactions
+//!   and for benchmarks that isolate the relay's own speed.
+//!
+//! Every handle stops its process and removes its files on drop, also while a test panics.
+//! A service that cannot start is an error naming the fix, never a skip.
+
+mod kafka;
+mod mock;
+mod net;
+mod pg;
+mod process;
+mod tansu;
+
+pub use kafka::{consume_until, create_topic, KafkaRecord};
+pub use mock::MockKafka;
+pub use net::free_port;
+pub use pg::{PgCluster, PgConfig, StopMode, TestDb};
+pub use tansu::{TansuBroker, TansuStorage};

@@ -1,0 +1,59 @@
+//! librdkafka's in-process mock cluster, kept on its own thread because the handle is not `Send`.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+
+/// An in-process Kafka-protocol cluster (supports transactions); dropped with the handle.
+#[derive(Debug)]
+pub struct MockKafka {
+    bootstrap: String,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MockKafka {
+    /// Start a mock cluster of `brokers` brokers.
+    pub fn start(brokers: i32) -> anyhow::Result<MockKafka> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("mock-kafka".into())
+            .spawn(move || match MockCluster::new(brokers) {
+                Ok(cluster) => {
+                    let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                    let _ = stop_rx.recv();
+                    drop(cluster);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .context("spawning the mock cluster thread")?;
+        let bootstrap = ready_rx
+            .recv()
+            .context("mock cluster thread ended early")?
+            .context("creating librdkafka's mock cluster")?;
+        Ok(MockKafka {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `host:port,…` for `bootstrap.servers` (plain TCP on 127.0.0.1).
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for MockKafka {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

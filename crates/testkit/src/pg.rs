@@ -1,0 +1,396 @@
+//! A throwaway PostgreSQL cluster with logical decoding enabled.
+//!
+//! `initdb` runs into a temp directory, the server listens on a free port of 127.0.0.1 with a
+//! Unix socket inside that directory, and `Drop` stops it (`immediate`) and removes the
+//! directory, also when the owning test panics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{bail, Context};
+use tempfile::TempDir;
+use tokio_postgres::{Client, NoTls};
+
+use crate::net::free_port;
+use crate::process::{as_postgres, hand_to_postgres, run_checked};
+
+/// How to stop the server (`pg_ctl stop -m …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    Smart,
+    Fast,
+    Immediate,
+}
+
+impl StopMode {
+    fn as_arg(self) -> &'static str {
+        match self {
+            StopMode::Smart => "smart",
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        }
+    }
+}
+
+/// Settings of a test cluster beyond the defaults every cluster gets.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// Extra `postgresql.conf` lines as `(name, value)`; values are written verbatim.
+    pub settings: Vec<(String, String)>,
+    /// Replaces the default `pg_hba.conf` (trust on the socket and on 127.0.0.1) when set.
+    pub hba: Option<String>,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            settings: Vec::new(),
+            hba: None,
+        }
+    }
+}
+
+impl PgConfig {
+    /// Add or override one `postgresql.conf` setting.
+    pub fn set(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+const BASE_SETTINGS: &[(&str, &str)] = &[
+    ("listen_addresses", "'127.0.0.1'"),
+    ("wal_level", "logical"),
+    ("max_replication_slots", "32"),
+    ("max_wal_senders", "32"),
+    ("max_connections", "200"),
+    ("max_prepared_transactions", "10"),
+    ("wal_sender_timeout", "'10s'"),
+    ("logical_decoding_work_mem", "'64kB'"),
+    ("fsync", "off"),
+    ("full_page_writes", "off"),
+    ("log_replication_commands", "on"),
+    ("log_min_messages", "warning"),
+    ("shared_buffers", "'64MB'"),
+];
+
+const DEFAULT_HBA: &str = "\
+local   all          all                 trust
+host    all          all   127.0.0.1/32  trust
+local   replication  all                 trust
+host    replication  all   127.0.0.1/32  trust
+";
+
+/// A running (or stopped, restartable) PostgreSQL cluster owned by a test.
+#[derive(Debug)]
+pub struct PgCluster {
+    bin: PathBuf,
+    dir: TempDir,
+    port: u16,
+    running: bool,
+}
+
+impl PgCluster {
+    /// Start a cluster with the default settings.
+    pub async fn start() -> anyhow::Result<PgCluster> {
+        PgCluster::start_with(PgConfig::default()).await
+    }
+
+    /// Start a cluster with extra settings.
+    pub async fn start_with(config: PgConfig) -> anyhow::Result<PgCluster> {
+        tokio::task::spawn_blocking(move || PgCluster::start_blocking(config))
+            .await
+            .context("cluster start task")?
+    }
+
+    /// Start a cluster from synchronous code (benchmarks, the demo's setup).
+    pub fn start_blocking(config: PgConfig) -> anyhow::Result<PgCluster> {
+        let bin = find_pg_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix("outbox-pg-")
+            .tempdir()
+            .context("creating the cluster's temp directory")?;
+        hand_to_postgres(dir.path())?;
+        let data = dir.path().join("data");
+        run_checked(
+            as_postgres(&bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8"])
+                .args(["--locale=C", "-N", "--no-instructions"]),
+            "initdb",
+        )?;
+        let mut conf = String::from("\n# outbox-testkit\n");
+        conf.push_str(&format!(
+            "unix_socket_directories = '{}'\n",
+            dir.path().display()
+        ));
+        for (k, v) in BASE_SETTINGS {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        for (k, v) in &config.settings {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        append(&data.join("postgresql.conf"), &conf)?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            config.hba.as_deref().unwrap_or(DEFAULT_HBA),
+        )
+        .context("writing pg_hba.conf")?;
+        hand_to_postgres(dir.path())?;
+
+        let mut cluster = PgCluster {
+            bin,
+            dir,
+            port: 0,
+            running: false,
+        };
+        let mut last_err = None;
+        for _ in 0..5 {
+            cluster.port = free_port().context("finding a free port")?;
+            match cluster.pg_ctl_start() {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
+    }
+
+    fn pg_ctl_start(&mut self) -> anyhow::Result<()> {
+        let out = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-p {}", self.port))
+            .arg("start")
+            .output()
+            .context("running pg_ctl start")?;
+        if !out.status.success() {
+            bail!(
+                "PostgreSQL did not start on port {}: {}\nserver log:\n{}",
+                self.port,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.server_log()
+            );
+        }
+        self.running = true;
+        Ok(())
+    }
+
+    /// Stop the server, keeping its data for [`PgCluster::start_again`].
+    pub fn stop(&mut self, mode: StopMode) -> anyhow::Result<()> {
+        if !self.running {
+            return Ok(());
+        }
+        run_checked(
+            as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-w", "-t", "60", "-m", mode.as_arg(), "stop"]),
+            "pg_ctl stop",
+        )?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// Start a stopped server again on the same port and data.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.running {
+            return Ok(());
+        }
+        self.pg_ctl_start()
+    }
+
+    /// Stop with `mode`, then start again.
+    pub fn restart(&mut self, mode: StopMode) -> anyhow::Result<()> {
+        self.stop(mode)?;
+        self.start_again()
+    }
+
+    /// Change settings at run time (`ALTER SYSTEM` is avoided so the file stays the truth):
+    /// appends to `postgresql.conf` and reloads.
+    pub fn reconfigure(&self, settings: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut conf = String::new();
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = {v}\n"));
+        }
+        append(&self.data_dir().join("postgresql.conf"), &conf)?;
+        if self.running {
+            run_checked(
+                as_postgres(&self.bin.join("pg_ctl"))
+                    .arg("-D")
+                    .arg(self.data_dir())
+                    .arg("reload"),
+                "pg_ctl reload",
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn host(&self) -> &str {
+        "127.0.0.1"
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Directory holding the server binaries in use.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The directory holding the Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The server log so far (for failure messages).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// A libpq-style connection string for `dbname` as the superuser `postgres`.
+    pub fn conn_str(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={dbname}",
+            self.host(),
+            self.port
+        )
+    }
+
+    /// A connection as `postgres` to `dbname`; the connection task runs on the current runtime.
+    pub async fn connect(&self, dbname: &str) -> anyhow::Result<Client> {
+        connect(&self.conn_str(dbname)).await
+    }
+
+    /// A new, empty database with a unique name.
+    pub async fn create_database(&self) -> anyhow::Result<TestDb> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = self.connect("postgres").await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        Ok(TestDb {
+            name,
+            host: self.host().to_owned(),
+            port: self.port,
+        })
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-w", "-t", "30", "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+}
+
+/// A database of a [`PgCluster`], unique to one test.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl TestDb {
+    /// A libpq-style connection string as the superuser `postgres`.
+    pub fn conn_str(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={}",
+            self.host, self.port, self.name
+        )
+    }
+
+    /// A fresh connection; its connection task runs on the current runtime.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        connect(&self.conn_str()).await
+    }
+}
+
+async fn connect(conn_str: &str) -> anyhow::Result<Client> {
+    let (client, connection) = tokio_postgres::connect(conn_str, NoTls)
+        .await
+        .with_context(|| format!("connecting to {conn_str}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The PostgreSQL server binaries: `PG_BIN`, else `pg_config --bindir`, else the newest
+/// `/usr/lib/postgresql/*/bin`.
+pub(crate) fn find_pg_bin() -> anyhow::Result<PathBuf> {
+    let has_server = |p: &Path| p.join("initdb").is_file() && p.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        let dir = PathBuf::from(dir);
+        if has_server(&dir) {
+            return Ok(dir);
+        }
+        bail!(
+            "PG_BIN={} holds no initdb/pg_ctl: point PG_BIN at a PostgreSQL server bin directory",
+            dir.display()
+        );
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_server(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_server(&bin).then_some((major, bin))
+        })
+        .collect();
+    candidates.sort();
+    match candidates.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "no PostgreSQL server binaries found (initdb, pg_ctl): install them \
+             (`apt-get install postgresql-15`) or set PG_BIN to their directory"
+        ),
+    }
+}

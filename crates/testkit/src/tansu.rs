@@ -1,0 +1,218 @@
+//! A real Kafka-protocol broker for tests: the tansu binary on a free port of 127.0.0.1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use tempfile::TempDir;
+
+use crate::net::free_port;
+
+/// The command that installs the pinned tansu version with the storage engines we use.
+pub const TANSU_INSTALL: &str =
+    "cargo install tansu --version 0.6.0 --locked --features dynostore,libsql";
+
+/// Where the broker keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TansuStorage {
+    /// Lost when the broker stops.
+    Memory,
+    /// A SQLite file in the broker's temp directory: survives [`TansuBroker::stop`] and
+    /// [`TansuBroker::start_again`].
+    Sqlite,
+}
+
+/// A running tansu broker, killed and cleaned up on drop.
+#[derive(Debug)]
+pub struct TansuBroker {
+    bin: PathBuf,
+    dir: TempDir,
+    port: u16,
+    storage: TansuStorage,
+    child: Option<Child>,
+}
+
+impl TansuBroker {
+    /// Start a broker with memory storage.
+    pub async fn start() -> anyhow::Result<TansuBroker> {
+        TansuBroker::start_with(TansuStorage::Memory).await
+    }
+
+    pub async fn start_with(storage: TansuStorage) -> anyhow::Result<TansuBroker> {
+        tokio::task::spawn_blocking(move || TansuBroker::start_blocking(storage))
+            .await
+            .context("broker start task")?
+    }
+
+    /// Start a broker from synchronous code; returns once it answers a metadata request.
+    pub fn start_blocking(storage: TansuStorage) -> anyhow::Result<TansuBroker> {
+        let bin = find_tansu()?;
+        let dir = tempfile::Builder::new()
+            .prefix("outbox-tansu-")
+            .tempdir()
+            .context("creating the broker's temp directory")?;
+        let mut broker = TansuBroker {
+            bin,
+            dir,
+            port: 0,
+            storage,
+            child: None,
+        };
+        let mut last_err = None;
+        for _ in 0..5 {
+            broker.port = free_port().context("finding a free port")?;
+            match broker.spawn_and_wait() {
+                Ok(()) => return Ok(broker),
+                Err(e) => {
+                    broker.kill();
+                    last_err = Some(e)
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("tansu did not start")))
+    }
+
+    fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = match self.storage {
+            TansuStorage::Memory => "memory://tansu/".to_owned(),
+            TansuStorage::Sqlite => "sqlite://tansu.db".to_owned(),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .context("opening the broker log")?;
+        let child = Command::new(&self.bin)
+            .current_dir(self.dir.path())
+            .args(["broker", "--storage-engine", &storage])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .env_remove("CLUSTER_ID")
+            .env_remove("STORAGE_ENGINE")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("cloning the log handle")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap_servers())
+            .set("log_level", "0")
+            .create()
+            .context("creating a metadata client")?;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "tansu exited ({status}) on port {}:\n{}",
+                        self.port,
+                        self.log()
+                    );
+                }
+            }
+            if consumer
+                .fetch_metadata(None, Duration::from_millis(500))
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "tansu did not answer metadata within {within:?} on port {}:\n{}",
+                    self.port,
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("tansu.log")
+    }
+
+    /// The broker's output so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kill the broker (SIGKILL); with SQLite storage its records survive for `start_again`.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Start a stopped broker again on the same port and storage. Blocks until it answers
+    /// metadata (a few seconds at most); from async code call it inside
+    /// `tokio::task::block_in_place` on a multi-thread runtime.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn_and_wait()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The tansu binary: `TANSU_BIN`, else `tansu` on PATH, else `~/.cargo/bin/tansu`.
+pub(crate) fn find_tansu() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TANSU_BIN") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "TANSU_BIN={} does not exist: install tansu with `{TANSU_INSTALL}`",
+            path.display()
+        );
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file());
+    let in_cargo = std::env::var_os("HOME")
+        .map(|h| Path::new(&h).join(".cargo/bin/tansu"))
+        .filter(|p| p.is_file());
+    on_path.or(in_cargo).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the tansu broker is not installed (looked at TANSU_BIN, PATH and ~/.cargo/bin): \
+             install it with `{TANSU_INSTALL}`, or run scripts/test which does"
+        )
+    })
+}

@@ -1,0 +1,1 @@
+//! Placeholder until the decoder's capture test lands.
