@@ -101,7 +101,7 @@ pub fn decode_with(bytes: &Bytes, context: DecodeContext) -> Result<Message, Dec
         }
         MessageKind::StreamStart => Message::StreamStart(StreamStart {
             xid: r.u32("xid")?,
-            first_segment: r.u8("first segment flag")? != 0,
+            first_segment: r.expect_byte("first segment flag", "0 or 1", |b| b <= 1)? == 1,
         }),
         MessageKind::StreamStop => Message::StreamStop,
         MessageKind::StreamCommit => Message::StreamCommit(StreamCommit {

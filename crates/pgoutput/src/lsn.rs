@@ -65,7 +65,9 @@ impl fmt::Display for Lsn {
 
 /// The text was not of PostgreSQL's `HI/LO` form (1–8 hex digits on each side of one `/`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid LSN {input:?}: expected two groups of 1-8 hex digits separated by '/', like 0/16B3748")]
+#[error(
+    "invalid LSN {input:?}: expected two groups of 1-8 hex digits separated by '/', like 0/16B3748"
+)]
 pub struct ParseLsnError {
     input: String,
 }
@@ -75,10 +77,11 @@ impl FromStr for Lsn {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let half = |part: &str| {
-            let hex_digits = !part.is_empty()
-                && part.len() <= 8
-                && part.bytes().all(|b| b.is_ascii_hexdigit());
-            hex_digits.then(|| u32::from_str_radix(part, 16).ok()).flatten()
+            let hex_digits =
+                !part.is_empty() && part.len() <= 8 && part.bytes().all(|b| b.is_ascii_hexdigit());
+            hex_digits
+                .then(|| u32::from_str_radix(part, 16).ok())
+                .flatten()
         };
         let error = || ParseLsnError {
             input: s.to_owned(),
@@ -114,7 +117,17 @@ mod tests {
     #[test]
     fn rejects_malformed_text() {
         for bad in [
-            "", "/", "0/", "/0", "0", "0/0/0", "g/0", "0/123456789", "+1/0", " 0/0", "0/-1",
+            "",
+            "/",
+            "0/",
+            "/0",
+            "0",
+            "0/0/0",
+            "g/0",
+            "0/123456789",
+            "+1/0",
+            " 0/0",
+            "0/-1",
         ] {
             let err = bad.parse::<Lsn>().unwrap_err();
             assert!(err.to_string().contains("invalid LSN"), "{bad}: {err}");

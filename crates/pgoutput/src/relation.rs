@@ -76,11 +76,7 @@ impl RelationCache {
     }
 
     /// Pairs `tuple` with the columns of relation `oid`.
-    pub fn resolve<'a>(
-        &'a self,
-        oid: Oid,
-        tuple: &'a TupleData,
-    ) -> Result<Row<'a>, ResolveError> {
+    pub fn resolve<'a>(&'a self, oid: Oid, tuple: &'a TupleData) -> Result<Row<'a>, ResolveError> {
         let relation = self
             .relations
             .get(&oid)

@@ -531,7 +531,12 @@ fn relation_column_count_beyond_input() {
     });
     assert!(matches!(
         decode(&bytes),
-        Err(DecodeError::Truncated { field: "relation columns", needed: 10_000, remaining: 20, .. })
+        Err(DecodeError::Truncated {
+            field: "relation columns",
+            needed: 10_000,
+            remaining: 20,
+            ..
+        })
     ));
 }
 
@@ -544,7 +549,12 @@ fn update_with_unexpected_marker() {
     });
     assert!(matches!(
         decode(&bytes),
-        Err(DecodeError::UnexpectedByte { field: "tuple marker", offset: 5, found: b'X', .. })
+        Err(DecodeError::UnexpectedByte {
+            field: "tuple marker",
+            offset: 5,
+            found: b'X',
+            ..
+        })
     ));
 }
 
@@ -560,7 +570,11 @@ fn update_old_row_without_new_marker() {
     });
     assert!(matches!(
         decode(&bytes),
-        Err(DecodeError::UnexpectedByte { field: "new tuple marker", offset: 9, .. })
+        Err(DecodeError::UnexpectedByte {
+            field: "new tuple marker",
+            offset: 9,
+            ..
+        })
     ));
 }
 
@@ -574,7 +588,11 @@ fn delete_requires_old_row() {
     });
     assert!(matches!(
         decode(&bytes),
-        Err(DecodeError::UnexpectedByte { field: "old tuple marker", found: b'N', .. })
+        Err(DecodeError::UnexpectedByte {
+            field: "old tuple marker",
+            found: b'N',
+            ..
+        })
     ));
 }
 
@@ -587,7 +605,12 @@ fn truncate_negative_count() {
     });
     assert!(matches!(
         decode(&bytes),
-        Err(DecodeError::NegativeLength { field: "relation count", length: -5, offset: 1, .. })
+        Err(DecodeError::NegativeLength {
+            field: "relation count",
+            length: -5,
+            offset: 1,
+            ..
+        })
     ));
 }
 
@@ -601,7 +624,11 @@ fn truncate_count_beyond_input() {
     });
     assert!(matches!(
         decode(&bytes),
-        Err(DecodeError::Truncated { field: "relation oids", remaining: 4, .. })
+        Err(DecodeError::Truncated {
+            field: "relation oids",
+            remaining: 4,
+            ..
+        })
     ));
 }
 
@@ -616,7 +643,10 @@ fn logical_message_negative_length() {
     });
     assert!(matches!(
         decode(&bytes),
-        Err(DecodeError::NegativeLength { field: "content length", .. })
+        Err(DecodeError::NegativeLength {
+            field: "content length",
+            ..
+        })
     ));
 }
 
@@ -646,7 +676,12 @@ fn stream_abort_v4_fields_must_be_complete() {
     });
     assert!(matches!(
         decode(&bytes),
-        Err(DecodeError::Truncated { kind: MessageKind::StreamAbort, field: "abort time", offset: 17, .. })
+        Err(DecodeError::Truncated {
+            kind: MessageKind::StreamAbort,
+            field: "abort time",
+            offset: 17,
+            ..
+        })
     ));
 }
 
@@ -690,7 +725,10 @@ fn cache_resolves_by_name_and_index() {
         unreachable!()
     };
     let resolved = cache.resolve_insert(&row).unwrap();
-    assert_eq!(resolved.column("payload").and_then(TupleValue::as_str), Some("{}"));
+    assert_eq!(
+        resolved.column("payload").and_then(TupleValue::as_str),
+        Some("{}")
+    );
     assert_eq!(resolved.column("missing"), None);
     let idx = resolved.relation().column_index("id").unwrap();
     assert_eq!(resolved.get(idx).and_then(TupleValue::as_str), Some("id-1"));
@@ -735,7 +773,10 @@ fn cache_replaces_relation_and_clears() {
         namespace: "public".into(),
         name: "mood".into(),
     })));
-    assert_eq!(cache.type_info(16390).map(|t| t.name.as_str()), Some("mood"));
+    assert_eq!(
+        cache.type_info(16390).map(|t| t.name.as_str()),
+        Some("mood")
+    );
     assert!(!cache.observe(&Message::StreamStop));
     cache.clear();
     assert!(cache.is_empty());

@@ -71,10 +71,19 @@ mod tests {
 
     #[test]
     fn pg_epoch_is_2000_01_01() {
-        assert_eq!(PgTimestamp::from_pg_micros(0).unix_micros(), 946_684_800_000_000);
-        assert_eq!(PgTimestamp::from_pg_micros(0).unix_millis(), 946_684_800_000);
+        assert_eq!(
+            PgTimestamp::from_pg_micros(0).unix_micros(),
+            946_684_800_000_000
+        );
+        assert_eq!(
+            PgTimestamp::from_pg_micros(0).unix_millis(),
+            946_684_800_000
+        );
         let st = PgTimestamp::from_pg_micros(0).to_system_time().unwrap();
-        assert_eq!(st.duration_since(UNIX_EPOCH).unwrap().as_secs(), 946_684_800);
+        assert_eq!(
+            st.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            946_684_800
+        );
     }
 
     #[test]
@@ -82,7 +91,9 @@ mod tests {
         let early = PgTimestamp::from_unix_micros(-1_500);
         assert_eq!(early.unix_millis(), -2);
         assert_eq!(
-            UNIX_EPOCH.duration_since(early.to_system_time().unwrap()).unwrap(),
+            UNIX_EPOCH
+                .duration_since(early.to_system_time().unwrap())
+                .unwrap(),
             Duration::from_micros(1_500)
         );
         for raw in [i64::MIN, i64::MAX] {

@@ -34,21 +34,12 @@ impl StopMode {
 }
 
 /// Settings of a test cluster beyond the defaults every cluster gets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PgConfig {
     /// Extra `postgresql.conf` lines as `(name, value)`; values are written verbatim.
     pub settings: Vec<(String, String)>,
     /// Replaces the default `pg_hba.conf` (trust on the socket and on 127.0.0.1) when set.
     pub hba: Option<String>,
-}
-
-impl Default for PgConfig {
-    fn default() -> Self {
-        PgConfig {
-            settings: Vec::new(),
-            hba: None,
-        }
-    }
 }
 
 impl PgConfig {
