@@ -1,3 +1,175 @@
 //! outbox-tailer: tails the PostgreSQL WAL through a logical replication slot (`pgoutput`),
 //! turns outbox inserts into events, publishes them to Kafka and confirms each LSN only after
 //! Kafka acknowledged everything up to it.
+//!
+//! ```text
+//!   source ──▶ decode (events) ──▶ route ──▶ sink (Kafka) ──acks──▶ progress
+//!     ▲                                                                │
+//!     └──────────── standby status update: confirmed LSN ◀─────────────┘
+//! ```
+//!
+//! The correctness argument is in `docs/architecture.md`; [`progress`] holds its core.
+
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod names;
+pub mod pipeline;
+pub mod progress;
+pub mod route;
+pub mod setup;
+pub mod sink;
+pub mod source;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+pub use config::TailerConfig;
+pub use error::TailerError;
+pub use pipeline::Stats;
+
+use crate::backoff::Backoff;
+use crate::events::EventDecoder;
+use crate::pipeline::{Pipeline, StreamEnd, Window};
+use crate::route::Router;
+use crate::sink::KafkaSink;
+use crate::source::{PgSource, Source};
+
+/// Stream until `shutdown` completes (then finish the open transaction, wait for acks, confirm,
+/// and return) or a fatal error. Transient errors reconnect with backoff and jitter.
+pub async fn run(
+    config: TailerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Stats, TailerError> {
+    let (stop_tx, mut stop) = watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = run_until(config, &mut stop).await;
+    stopper.abort();
+    result
+}
+
+async fn run_until(
+    config: TailerConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Stats, TailerError> {
+    let slot = setup::preflight(&config.source, config.create_slot).await?;
+    tracing::info!(
+        slot = %config.source.slot,
+        publication = %config.source.publication,
+        table = %config.source.table,
+        confirmed_flush_lsn = %slot.confirmed_flush_lsn,
+        "preflight passed"
+    );
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let sink = KafkaSink::new(
+        &config.sink,
+        ack_tx,
+        config.max_in_flight_events,
+        config.max_in_flight_bytes,
+        config.route.max_message_bytes,
+    )?;
+    let router = Router::new(config.route.clone())?;
+    let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone());
+    let window = Window {
+        max_events: config.max_in_flight_events,
+        max_bytes: config.max_in_flight_bytes,
+    };
+    let mut pipeline = Pipeline::new(
+        decoder,
+        router,
+        sink,
+        ack_rx,
+        window,
+        slot.confirmed_flush_lsn,
+    );
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut first = true;
+
+    loop {
+        // The first connection starts at the slot's own position (0/0); later ones at our
+        // durable LSN, which is never behind what the slot confirmed.
+        let start = if first {
+            pgoutput::Lsn::ZERO
+        } else {
+            pipeline.durable()
+        };
+        first = false;
+        let connected = tokio::select! {
+            c = PgSource::connect(&config.source, start, config.status_interval) => c,
+            _ = crate::stopped(stop) => return Ok(pipeline.stats),
+        };
+        let mut source = match connected {
+            Ok(source) => source,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "cannot start replication, retrying");
+                if wait_or_stop(backoff.next_delay(), stop).await {
+                    return Ok(pipeline.stats);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::info!(start = %start, "streaming");
+        backoff.reset();
+        match pipeline
+            .stream(&mut source, stop, config.shutdown_timeout)
+            .await
+        {
+            Ok(StreamEnd::Shutdown) => {
+                let deadline = Instant::now() + config.shutdown_timeout;
+                let drained = pipeline.drain(Some(&mut source), Some(deadline)).await?;
+                if !drained {
+                    tracing::warn!(
+                        in_flight = pipeline.in_flight(),
+                        "shutdown timeout with events in flight: they are re-sent on restart"
+                    );
+                }
+                source.close().await;
+                tracing::info!(confirmed = %pipeline.durable(), published = pipeline.stats.events_published, "stopped");
+                return Ok(pipeline.stats);
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "replication stream lost, reconnecting");
+                pipeline.stats.reconnects += 1;
+                pipeline.reset_stream();
+                // Acks of what was already handed to Kafka still count: wait for them so the
+                // next stream starts from an LSN that covers them.
+                pipeline.drain(Some(&mut source), None).await?;
+                drop(source);
+                if wait_or_stop(backoff.next_delay(), stop).await {
+                    return Ok(pipeline.stats);
+                }
+            }
+            Err(e) => {
+                pipeline.reset_stream();
+                let deadline = Instant::now() + config.shutdown_timeout;
+                let _ = pipeline.drain(Some(&mut source), Some(deadline)).await;
+                source.close().await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Sleep for `delay`; true when shutdown was requested meanwhile.
+async fn wait_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(delay) => None,
+        _ = crate::stopped(stop) => Some(true),
+    };
+    stopped.unwrap_or_else(|| *stop.borrow())
+}
+
+/// Completes once shutdown was requested (the watch guard never lives across an await).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

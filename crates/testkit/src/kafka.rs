@@ -31,7 +31,9 @@ impl KafkaRecord {
     }
 
     pub fn key_str(&self) -> Option<&str> {
-        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+        self.key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok())
     }
 
     pub fn payload_str(&self) -> Option<&str> {

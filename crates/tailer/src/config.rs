@@ -1,0 +1,558 @@
+//! Configuration: flags, environment variables and an optional TOML file, in that order of
+//! precedence, resolved into a [`TailerConfig`] that the library uses.
+//!
+//! Secrets (the PostgreSQL password, `sasl.password`/`ssl.key.password` Kafka options) never
+//! appear in `Debug` output, logs, or `--help`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::error::TailerError;
+use crate::names::{validate_ident, validate_slot, TableName};
+
+/// Tails PostgreSQL's WAL and publishes transactional-outbox events to Kafka.
+///
+/// Events are read from a logical replication slot (pgoutput), published in commit order
+/// (key = aggregate id), and the slot is advanced only after Kafka acknowledged them.
+/// First time: `outbox-tailer setup` creates the publication and the slot; then
+/// `outbox-tailer run`.
+#[derive(Debug, Parser)]
+#[command(name = "outbox-tailer", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "OUTBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream outbox inserts from the slot to Kafka until SIGINT/SIGTERM.
+    Run(Box<RunArgs>),
+    /// Create the publication (FOR TABLE <outbox> WITH (publish = 'insert')) and then the slot,
+    /// if missing. Idempotent; prints what it did.
+    Setup(SetupArgs),
+}
+
+/// Where the outbox lives.
+#[derive(Debug, Args, Default)]
+pub struct DatabaseArgs {
+    /// TOML file with any of these settings (flags and environment variables take precedence).
+    #[arg(long, env = "OUTBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// PostgreSQL connection, `host=… port=… user=… dbname=…` or `postgres://user@host/db`
+    /// [default: host=localhost user=postgres dbname=postgres].
+    #[arg(long, env = "OUTBOX_POSTGRES", hide_env_values = true)]
+    pub postgres: Option<String>,
+
+    /// PostgreSQL password (overrides one in the connection string).
+    #[arg(long, env = "OUTBOX_POSTGRES_PASSWORD", hide_env_values = true)]
+    pub postgres_password: Option<String>,
+
+    /// Logical replication slot [default: outbox_slot].
+    #[arg(long, env = "OUTBOX_SLOT")]
+    pub slot: Option<String>,
+
+    /// Publication holding the outbox table [default: outbox_pub].
+    #[arg(long, env = "OUTBOX_PUBLICATION")]
+    pub publication: Option<String>,
+
+    /// Outbox table, `schema.table` [default: public.outbox].
+    #[arg(long, env = "OUTBOX_TABLE")]
+    pub table: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Kafka bootstrap servers [default: localhost:9092].
+    #[arg(long, env = "OUTBOX_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+
+    /// Any librdkafka option as key=value (repeatable), e.g. `-X security.protocol=SASL_SSL`.
+    #[arg(short = 'X', long = "kafka-option", value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<String>,
+
+    /// Compression: none, gzip, snappy, lz4, zstd [default: lz4].
+    #[arg(long, env = "OUTBOX_COMPRESSION")]
+    pub compression: Option<String>,
+
+    /// Producer linger in milliseconds [default: 5].
+    #[arg(long, env = "OUTBOX_LINGER_MS")]
+    pub linger_ms: Option<u64>,
+
+    /// Topic template; `${column}` is replaced by that column's value, `${routedByValue}` by
+    /// the route-by column's [default: outbox.event.${routedByValue}].
+    #[arg(long, env = "OUTBOX_TOPIC")]
+    pub topic: Option<String>,
+
+    /// Column whose value routes the event [default: aggregatetype].
+    #[arg(long, env = "OUTBOX_ROUTE_BY")]
+    pub route_by: Option<String>,
+
+    /// Column used as the Kafka key [default: aggregateid].
+    #[arg(long, env = "OUTBOX_KEY_COLUMN")]
+    pub key_column: Option<String>,
+
+    /// Event id column, sent as header `id` [default: id].
+    #[arg(long, env = "OUTBOX_ID_COLUMN")]
+    pub id_column: Option<String>,
+
+    /// Event type column, sent as header `type` [default: type].
+    #[arg(long, env = "OUTBOX_TYPE_COLUMN")]
+    pub type_column: Option<String>,
+
+    /// Payload column (jsonb, json, text or bytea; bytes passed unchanged) [default: payload].
+    #[arg(long, env = "OUTBOX_PAYLOAD_COLUMN")]
+    pub payload_column: Option<String>,
+
+    /// Optional jsonb column whose object entries become headers [default: headers].
+    #[arg(long, env = "OUTBOX_HEADERS_COLUMN")]
+    pub headers_column: Option<String>,
+
+    /// Extra column sent as a header, `column` or `column:header-name` (repeatable).
+    #[arg(long = "header-column", value_name = "COLUMN[:HEADER]")]
+    pub header_columns: Vec<String>,
+
+    /// Topic for rows that cannot be routed (NULL key, missing route value, too large).
+    /// Without it such a row stops the tailer.
+    #[arg(long, env = "OUTBOX_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+
+    /// Largest record accepted, in bytes (key + value + headers) [default: 1000000].
+    #[arg(long, env = "OUTBOX_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Most events published but not yet acked [default: 20000].
+    #[arg(long, env = "OUTBOX_MAX_IN_FLIGHT_EVENTS")]
+    pub max_in_flight_events: Option<u64>,
+
+    /// Most bytes published but not yet acked [default: 16777216].
+    #[arg(long, env = "OUTBOX_MAX_IN_FLIGHT_BYTES")]
+    pub max_in_flight_bytes: Option<u64>,
+
+    /// Create the slot (after checking the publication) if it does not exist. For a first start
+    /// only: a new slot begins at the current WAL position.
+    #[arg(long, env = "OUTBOX_CREATE_SLOT")]
+    pub create_slot: bool,
+
+    /// Create missing topics through the Kafka admin API before the first record to them.
+    #[arg(long, env = "OUTBOX_CREATE_TOPICS")]
+    pub create_topics: bool,
+
+    /// Partitions of topics created with --create-topics [default: 1].
+    #[arg(long, env = "OUTBOX_TOPIC_PARTITIONS")]
+    pub topic_partitions: Option<i32>,
+
+    /// Seconds to wait for in-flight acks on shutdown [default: 30].
+    #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout_secs: Option<u64>,
+
+    /// Milliseconds between status updates to PostgreSQL [default: 1000].
+    #[arg(long, env = "OUTBOX_STATUS_INTERVAL_MS")]
+    pub status_interval_ms: Option<u64>,
+}
+
+/// The TOML file: every field optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub postgres: Option<String>,
+    pub postgres_password: Option<String>,
+    pub slot: Option<String>,
+    pub publication: Option<String>,
+    pub table: Option<String>,
+    pub brokers: Option<String>,
+    #[serde(default)]
+    pub kafka: std::collections::BTreeMap<String, String>,
+    pub compression: Option<String>,
+    pub linger_ms: Option<u64>,
+    pub topic: Option<String>,
+    pub route_by: Option<String>,
+    pub key_column: Option<String>,
+    pub id_column: Option<String>,
+    pub type_column: Option<String>,
+    pub payload_column: Option<String>,
+    pub headers_column: Option<String>,
+    #[serde(default)]
+    pub header_columns: Vec<String>,
+    pub dead_letter_topic: Option<String>,
+    pub max_message_bytes: Option<usize>,
+    pub max_in_flight_events: Option<u64>,
+    pub max_in_flight_bytes: Option<u64>,
+    pub create_slot: Option<bool>,
+    pub create_topics: Option<bool>,
+    pub topic_partitions: Option<i32>,
+    pub shutdown_timeout_secs: Option<u64>,
+    pub status_interval_ms: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, TailerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            TailerError::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| TailerError::Config(format!("config file {}: {e}", path.display())))
+    }
+}
+
+/// Where and how to connect to PostgreSQL, and which slot and publication to use.
+#[derive(Clone)]
+pub struct SourceConfig {
+    pub pg: tokio_postgres::Config,
+    pub slot: String,
+    pub publication: String,
+    pub table: TableName,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("pg", &describe_pg(&self.pg))
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+/// `user@host:port/db`, without the password.
+pub fn describe_pg(pg: &tokio_postgres::Config) -> String {
+    let host = pg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        pg.get_user().unwrap_or("postgres"),
+        pg.get_dbname().unwrap_or("postgres")
+    )
+}
+
+/// How outbox rows become Kafka records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub topic: String,
+    pub route_by: String,
+    pub key_column: String,
+    pub id_column: String,
+    pub type_column: String,
+    pub payload_column: String,
+    pub headers_column: String,
+    /// `(column, header name)`
+    pub header_columns: Vec<(String, String)>,
+    pub dead_letter_topic: Option<String>,
+    pub max_message_bytes: usize,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            topic: "outbox.event.${routedByValue}".into(),
+            route_by: "aggregatetype".into(),
+            key_column: "aggregateid".into(),
+            id_column: "id".into(),
+            type_column: "type".into(),
+            payload_column: "payload".into(),
+            headers_column: "headers".into(),
+            header_columns: Vec::new(),
+            dead_letter_topic: None,
+            max_message_bytes: 1_000_000,
+        }
+    }
+}
+
+/// The Kafka producer.
+#[derive(Clone, Default)]
+pub struct SinkConfig {
+    pub brokers: String,
+    /// librdkafka options, applied after the tailer's defaults.
+    pub options: Vec<(String, String)>,
+    pub create_topics: bool,
+    pub topic_partitions: i32,
+}
+
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: Vec<_> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_option(k) { "<redacted>" } else { v };
+                format!("{k}={shown}")
+            })
+            .collect();
+        f.debug_struct("SinkConfig")
+            .field("brokers", &self.brokers)
+            .field("options", &options)
+            .field("create_topics", &self.create_topics)
+            .finish()
+    }
+}
+
+/// librdkafka options whose values are secrets.
+pub fn is_secret_option(key: &str) -> bool {
+    key.contains("password") || key.contains("secret") || key.ends_with(".key.pem")
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct TailerConfig {
+    pub source: SourceConfig,
+    pub route: RouteConfig,
+    pub sink: SinkConfig,
+    pub max_in_flight_events: u64,
+    pub max_in_flight_bytes: u64,
+    pub create_slot: bool,
+    pub shutdown_timeout: Duration,
+    pub status_interval: Duration,
+}
+
+impl DatabaseArgs {
+    pub fn file(&self) -> Result<FileConfig, TailerError> {
+        match &self.config {
+            Some(path) => FileConfig::load(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    /// Resolve against the file's values and the defaults.
+    pub fn resolve(&self, file: &FileConfig) -> Result<SourceConfig, TailerError> {
+        let conn = self
+            .postgres
+            .clone()
+            .or_else(|| file.postgres.clone())
+            .unwrap_or_else(|| "host=localhost user=postgres dbname=postgres".into());
+        let mut pg: tokio_postgres::Config = conn.parse().map_err(|e| {
+            TailerError::Config(format!(
+                "the PostgreSQL connection string does not parse ({e}); expected \
+                 `host=… user=… dbname=…` or `postgres://user@host/db`"
+            ))
+        })?;
+        if let Some(pw) = self
+            .postgres_password
+            .as_ref()
+            .or(file.postgres_password.as_ref())
+        {
+            pg.password(pw.as_bytes());
+        }
+        if pg.get_user().is_none() {
+            pg.user("postgres");
+        }
+        if pg.get_dbname().is_none() {
+            let user = pg.get_user().unwrap_or("postgres").to_owned();
+            pg.dbname(&user);
+        }
+        pg.application_name("outbox-tailer");
+        let slot = pick(&self.slot, &file.slot, "outbox_slot");
+        validate_slot(&slot)?;
+        let publication = pick(&self.publication, &file.publication, "outbox_pub");
+        validate_ident("publication", &publication)?;
+        let table = TableName::parse(&pick(&self.table, &file.table, "public.outbox"))?;
+        Ok(SourceConfig {
+            pg,
+            slot,
+            publication,
+            table,
+        })
+    }
+}
+
+fn pick(arg: &Option<String>, file: &Option<String>, default: &str) -> String {
+    arg.clone()
+        .or_else(|| file.clone())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+impl RunArgs {
+    /// Merge flags, environment, file and defaults; validate everything.
+    pub fn resolve(&self) -> Result<TailerConfig, TailerError> {
+        let file = self.db.file()?;
+        let source = self.db.resolve(&file)?;
+        let d = RouteConfig::default();
+        let mut header_columns = Vec::new();
+        for spec in self.header_columns.iter().chain(&file.header_columns) {
+            let (col, header) = spec.split_once(':').unwrap_or((spec, spec));
+            if col.is_empty() || header.is_empty() {
+                return Err(TailerError::Config(format!(
+                    "header column {spec:?}: expected `column` or `column:header-name`"
+                )));
+            }
+            header_columns.push((col.to_owned(), header.to_owned()));
+        }
+        let route = RouteConfig {
+            topic: pick(&self.topic, &file.topic, &d.topic),
+            route_by: pick(&self.route_by, &file.route_by, &d.route_by),
+            key_column: pick(&self.key_column, &file.key_column, &d.key_column),
+            id_column: pick(&self.id_column, &file.id_column, &d.id_column),
+            type_column: pick(&self.type_column, &file.type_column, &d.type_column),
+            payload_column: pick(
+                &self.payload_column,
+                &file.payload_column,
+                &d.payload_column,
+            ),
+            headers_column: pick(
+                &self.headers_column,
+                &file.headers_column,
+                &d.headers_column,
+            ),
+            header_columns,
+            dead_letter_topic: self
+                .dead_letter_topic
+                .clone()
+                .or_else(|| file.dead_letter_topic.clone()),
+            max_message_bytes: self
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(d.max_message_bytes),
+        };
+        crate::route::validate_template(&route.topic)?;
+
+        let mut options: Vec<(String, String)> = file
+            .kafka
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let compression = self
+            .compression
+            .clone()
+            .or_else(|| file.compression.clone())
+            .unwrap_or_else(|| "lz4".into());
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&compression.as_str()) {
+            return Err(TailerError::Config(format!(
+                "compression {compression:?}: use none, gzip, snappy, lz4 or zstd"
+            )));
+        }
+        options.insert(0, ("compression.type".into(), compression));
+        let linger = self.linger_ms.or(file.linger_ms).unwrap_or(5);
+        options.insert(1, ("linger.ms".into(), linger.to_string()));
+        for raw in &self.kafka_options {
+            let (k, v) = raw.split_once('=').ok_or_else(|| {
+                TailerError::Config(format!("kafka option {raw:?}: expected key=value"))
+            })?;
+            options.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        let sink = SinkConfig {
+            brokers: pick(&self.brokers, &file.brokers, "localhost:9092"),
+            options,
+            create_topics: self.create_topics || file.create_topics.unwrap_or(false),
+            topic_partitions: self.topic_partitions.or(file.topic_partitions).unwrap_or(1),
+        };
+        let positive = |name: &str, v: u64| {
+            if v == 0 {
+                Err(TailerError::Config(format!("{name} must be at least 1")))
+            } else {
+                Ok(v)
+            }
+        };
+        Ok(TailerConfig {
+            source,
+            route,
+            sink,
+            max_in_flight_events: positive(
+                "max_in_flight_events",
+                self.max_in_flight_events
+                    .or(file.max_in_flight_events)
+                    .unwrap_or(20_000),
+            )?,
+            max_in_flight_bytes: positive(
+                "max_in_flight_bytes",
+                self.max_in_flight_bytes
+                    .or(file.max_in_flight_bytes)
+                    .unwrap_or(16 << 20),
+            )?,
+            create_slot: self.create_slot || file.create_slot.unwrap_or(false),
+            shutdown_timeout: Duration::from_secs(
+                self.shutdown_timeout_secs
+                    .or(file.shutdown_timeout_secs)
+                    .unwrap_or(30),
+            ),
+            status_interval: Duration::from_millis(positive(
+                "status_interval_ms",
+                self.status_interval_ms
+                    .or(file.status_interval_ms)
+                    .unwrap_or(1000),
+            )?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["outbox-tailer", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Run(r) => *r,
+            Command::Setup(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_debezium() {
+        let c = run_args(&[]).resolve().unwrap();
+        assert_eq!(c.route.topic, "outbox.event.${routedByValue}");
+        assert_eq!(c.route.key_column, "aggregateid");
+        assert_eq!(c.source.slot, "outbox_slot");
+        assert_eq!(c.source.table.to_string(), "public.outbox");
+    }
+
+    #[test]
+    fn password_never_in_debug_output() {
+        let c = run_args(&[
+            "--postgres",
+            "host=db user=u password=hunter2 dbname=x",
+            "-X",
+            "sasl.password=s3cret",
+        ])
+        .resolve()
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        let e = run_args(&["--slot", "Bad-Slot"]).resolve().unwrap_err();
+        assert!(e.to_string().contains("slot name"), "{e}");
+        let e = run_args(&["--publication", "p'; --"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("publication"), "{e}");
+    }
+
+    #[test]
+    fn file_unknown_keys_are_rejected() {
+        let e = toml::from_str::<FileConfig>("slott = 'x'").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+}

@@ -1,0 +1,174 @@
+//! Decode stage: pgoutput messages in, outbox rows out.
+//!
+//! Relation messages describe tables; for the configured outbox table the column positions of
+//! every role (id, route-by, key, type, payload, headers, extra headers) are resolved once per
+//! Relation, so each Insert is routed by index without looking names up. After a reconnect the
+//! cache starts empty: PostgreSQL re-sends Relation messages before first use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pgoutput::{Message, Relation, RelationCache, TupleData};
+
+use crate::config::RouteConfig;
+use crate::error::TailerError;
+use crate::names::TableName;
+
+const BYTEA_OID: u32 = 17;
+
+/// Where each role's column sits in the outbox relation.
+#[derive(Debug)]
+pub struct OutboxLayout {
+    pub id: usize,
+    pub route_by: usize,
+    pub key: usize,
+    pub event_type: usize,
+    pub payload: usize,
+    pub payload_is_bytea: bool,
+    pub headers: Option<usize>,
+    pub extra_headers: Vec<(usize, String)>,
+    /// Column name → position, for `${column}` in the topic template.
+    pub by_name: HashMap<String, usize>,
+}
+
+impl OutboxLayout {
+    fn resolve(
+        rel: &Relation,
+        route: &RouteConfig,
+        table: &TableName,
+    ) -> Result<Self, TailerError> {
+        let need = |col: &str, flag: &str| {
+            rel.column_index(col).ok_or_else(|| {
+                TailerError::Preflight(format!(
+                    "outbox table {table} has no column `{col}`: set {flag} to the column that \
+                     holds it (columns: {})",
+                    rel.columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        };
+        let payload = need(&route.payload_column, "--payload-column")?;
+        let mut extra_headers = Vec::new();
+        for (col, header) in &route.header_columns {
+            extra_headers.push((need(col, "--header-column")?, header.clone()));
+        }
+        Ok(OutboxLayout {
+            id: need(&route.id_column, "--id-column")?,
+            route_by: need(&route.route_by, "--route-by")?,
+            key: need(&route.key_column, "--key-column")?,
+            event_type: need(&route.type_column, "--type-column")?,
+            payload,
+            payload_is_bytea: rel.columns[payload].type_oid == BYTEA_OID,
+            headers: rel.column_index(&route.headers_column),
+            extra_headers,
+            by_name: rel
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect(),
+        })
+    }
+}
+
+/// One inserted outbox row, its values still borrowed from the WAL message.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub layout: Arc<OutboxLayout>,
+    pub tuple: TupleData,
+}
+
+/// What a pgoutput message means for the pipeline.
+#[derive(Debug)]
+pub enum Decoded {
+    Row(OutboxRow),
+    /// Schema or a change the outbox does not care about.
+    Nothing,
+}
+
+/// Turns pgoutput messages into outbox rows.
+#[derive(Debug)]
+pub struct EventDecoder {
+    table: TableName,
+    route: RouteConfig,
+    relations: RelationCache,
+    outbox: HashMap<u32, Arc<OutboxLayout>>,
+}
+
+impl EventDecoder {
+    pub fn new(table: TableName, route: RouteConfig) -> Self {
+        EventDecoder {
+            table,
+            route,
+            relations: RelationCache::new(),
+            outbox: HashMap::new(),
+        }
+    }
+
+    /// Forget every relation: called on reconnect.
+    pub fn reset(&mut self) {
+        self.relations.clear();
+        self.outbox.clear();
+    }
+
+    pub fn on_message(&mut self, message: Message) -> Result<Decoded, TailerError> {
+        match message {
+            Message::Relation(rel) => {
+                if rel.namespace_or_public() == self.table.schema && rel.name == self.table.name {
+                    let layout = OutboxLayout::resolve(&rel, &self.route, &self.table)?;
+                    self.outbox.insert(rel.oid, Arc::new(layout));
+                } else {
+                    self.outbox.remove(&rel.oid);
+                }
+                self.relations.insert_relation(rel);
+                Ok(Decoded::Nothing)
+            }
+            Message::Type(ty) => {
+                self.relations.insert_type(ty);
+                Ok(Decoded::Nothing)
+            }
+            Message::Insert(insert) => {
+                let Some(layout) = self.outbox.get(&insert.relation_oid) else {
+                    if self.relations.relation(insert.relation_oid).is_none() {
+                        return Err(TailerError::Preflight(format!(
+                            "an Insert arrived for relation OID {} before its Relation message; \
+                             this is a protocol error, please report it",
+                            insert.relation_oid
+                        )));
+                    }
+                    return Ok(Decoded::Nothing);
+                };
+                if insert.new.len() != layout.by_name.len() {
+                    return Err(TailerError::Preflight(format!(
+                        "an outbox Insert carries {} columns but its Relation announced {}",
+                        insert.new.len(),
+                        layout.by_name.len()
+                    )));
+                }
+                Ok(Decoded::Row(OutboxRow {
+                    layout: Arc::clone(layout),
+                    tuple: insert.new,
+                }))
+            }
+            _ => Ok(Decoded::Nothing),
+        }
+    }
+}
+
+trait NamespaceExt {
+    fn namespace_or_public(&self) -> &str;
+}
+
+impl NamespaceExt for Relation {
+    /// pgoutput sends an empty namespace for `pg_catalog`; tables elsewhere carry theirs.
+    fn namespace_or_public(&self) -> &str {
+        if self.namespace.is_empty() {
+            "pg_catalog"
+        } else {
+            &self.namespace
+        }
+    }
+}

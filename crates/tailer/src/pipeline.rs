@@ -1,0 +1,283 @@
+//! The streaming loop: source → decode → route → sink, acks → progress → confirm.
+//!
+//! One `select!` with `biased` order: shutdown, then acks, then new input — so acks drain before
+//! new input is read, and input is read only while the in-flight window (events and bytes) has
+//! room. Memory is bounded by that window, never by transaction size.
+
+use std::time::{Duration, Instant};
+
+use pgoutput::Lsn;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::TailerError;
+use crate::events::{Decoded, EventDecoder};
+use crate::progress::AckTracker;
+use crate::route::{Router, TxnPosition};
+use crate::sink::{Ack, Sink};
+use crate::source::{Source, SourceEvent};
+
+/// Counters of one run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub events_published: u64,
+    pub events_acked: u64,
+    pub dead_lettered: u64,
+    pub transactions: u64,
+    pub reconnects: u64,
+    /// Highest number of events in flight at once.
+    pub peak_in_flight: u64,
+}
+
+/// Why streaming stopped without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    Shutdown,
+}
+
+/// Limits of the in-flight window.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub max_events: u64,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug)]
+struct OpenTxn {
+    position: TxnPosition,
+    next_seq: u32,
+}
+
+/// State that survives reconnects: decoder caches are reset, acks and progress are kept.
+#[derive(Debug)]
+pub struct Pipeline<K: Sink> {
+    decoder: EventDecoder,
+    router: Router,
+    tracker: AckTracker,
+    sink: K,
+    acks: mpsc::UnboundedReceiver<Ack>,
+    window: Window,
+    txn: Option<OpenTxn>,
+    pub stats: Stats,
+}
+
+impl<K: Sink> Pipeline<K> {
+    pub fn new(
+        decoder: EventDecoder,
+        router: Router,
+        sink: K,
+        acks: mpsc::UnboundedReceiver<Ack>,
+        window: Window,
+        start: Lsn,
+    ) -> Self {
+        Pipeline {
+            decoder,
+            router,
+            tracker: AckTracker::new(start),
+            sink,
+            acks,
+            window,
+            txn: None,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn durable(&self) -> Lsn {
+        self.tracker.durable()
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.tracker.in_flight_events()
+    }
+
+    pub fn sink(&self) -> &K {
+        &self.sink
+    }
+
+    fn has_room(&self) -> bool {
+        self.tracker.in_flight_events() < self.window.max_events
+            && self.tracker.in_flight_bytes() < self.window.max_bytes
+    }
+
+    /// Stream until shutdown (after finishing the open transaction, so a clean stop leaves no
+    /// partly published transaction) or an error.
+    pub async fn stream<S: Source>(
+        &mut self,
+        source: &mut S,
+        stop: &mut watch::Receiver<bool>,
+        shutdown_timeout: Duration,
+    ) -> Result<StreamEnd, TailerError> {
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            if stop_deadline.is_some() && self.txn.is_none() {
+                return Ok(StreamEnd::Shutdown);
+            }
+            let room = self.has_room();
+            tokio::select! {
+                biased;
+                _ = crate::stopped(stop), if stop_deadline.is_none() => {
+                    stop_deadline = Some(Instant::now() + shutdown_timeout);
+                }
+                _ = sleep_until(stop_deadline), if stop_deadline.is_some() => {
+                    tracing::warn!("shutdown timeout inside a transaction: it will be re-sent on restart");
+                    self.abandon_open();
+                    return Ok(StreamEnd::Shutdown);
+                }
+                Some(ack) = self.acks.recv() => self.on_ack(ack, source)?,
+                event = source.next(), if room => self.on_event(event?, source).await?,
+            }
+        }
+    }
+
+    fn on_ack<S: Source>(&mut self, ack: Ack, source: &mut S) -> Result<(), TailerError> {
+        if let Err(failure) = ack.result {
+            return Err(TailerError::Delivery {
+                topic: failure.topic,
+                reason: failure.reason,
+            });
+        }
+        self.stats.events_acked += 1;
+        if let Some(lsn) = self.tracker.acked(ack.ticket) {
+            source.confirm(lsn);
+        }
+        Ok(())
+    }
+
+    async fn on_event<S: Source>(
+        &mut self,
+        event: SourceEvent,
+        source: &mut S,
+    ) -> Result<(), TailerError> {
+        match event {
+            SourceEvent::Begin {
+                final_lsn,
+                xid,
+                commit_time,
+            } => {
+                self.tracker.begin();
+                self.txn = Some(OpenTxn {
+                    position: TxnPosition {
+                        commit_lsn: final_lsn,
+                        xid,
+                        commit_time,
+                    },
+                    next_seq: 0,
+                });
+            }
+            SourceEvent::Data(bytes) => {
+                let message = pgoutput::decode(&bytes)?;
+                if let Decoded::Row(row) = self.decoder.on_message(message)? {
+                    self.publish(row).await?;
+                }
+            }
+            SourceEvent::Commit { end_lsn, .. } => {
+                self.txn = None;
+                self.stats.transactions += 1;
+                if let Some(lsn) = self.tracker.commit(end_lsn) {
+                    source.confirm(lsn);
+                }
+            }
+            SourceEvent::Keepalive { wal_end } => {
+                if let Some(lsn) = self.tracker.keepalive(wal_end) {
+                    source.confirm(lsn);
+                }
+            }
+            SourceEvent::Message { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, row: crate::events::OutboxRow) -> Result<(), TailerError> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(TailerError::Preflight(
+                "an outbox Insert arrived outside a transaction; this is a protocol error, please report it".into(),
+            ));
+        };
+        let seq = txn.next_seq;
+        txn.next_seq += 1;
+        let position = txn.position;
+        let record = match self.router.route(&row, &position, seq) {
+            Ok(record) => record,
+            Err(unroutable) => {
+                let event_id = Router::event_id(&row);
+                match self
+                    .router
+                    .dead_letter(&row, &position, seq, &unroutable.reason)
+                {
+                    Some(record) => {
+                        tracing::warn!(event_id = %event_id, lsn = %position.commit_lsn, reason = %unroutable.reason, "unroutable outbox row sent to the dead-letter topic");
+                        self.stats.dead_lettered += 1;
+                        record
+                    }
+                    None => {
+                        return Err(TailerError::Unroutable {
+                            event_id,
+                            commit_lsn: position.commit_lsn.to_string(),
+                            reason: unroutable.reason,
+                        })
+                    }
+                }
+            }
+        };
+        let size = u32::try_from(record.size()).unwrap_or(u32::MAX);
+        let Some(ticket) = self.tracker.publish(size) else {
+            return Err(TailerError::Preflight(
+                "internal: publish outside a transaction".into(),
+            ));
+        };
+        self.sink.send(record, ticket).await?;
+        self.stats.events_published += 1;
+        self.stats.peak_in_flight = self
+            .stats
+            .peak_in_flight
+            .max(self.tracker.in_flight_events());
+        Ok(())
+    }
+
+    /// The stream broke or stops mid-transaction: the open transaction will be re-sent whole.
+    pub fn abandon_open(&mut self) {
+        self.txn = None;
+        self.tracker.abandon_open();
+    }
+
+    /// After a disconnect: forget relations and the partial transaction.
+    pub fn reset_stream(&mut self) {
+        self.abandon_open();
+        self.decoder.reset();
+    }
+
+    /// Wait for acks until nothing is in flight, confirming as they come, or until `deadline`.
+    /// Fails on a refused record. `source` is `None` when the connection is gone.
+    pub async fn drain<S: Source>(
+        &mut self,
+        mut source: Option<&mut S>,
+        deadline: Option<Instant>,
+    ) -> Result<bool, TailerError> {
+        while self.tracker.in_flight_events() > 0 {
+            let ack = tokio::select! {
+                ack = self.acks.recv() => ack,
+                _ = sleep_until(deadline) => return Ok(false),
+            };
+            let Some(ack) = ack else { return Ok(false) };
+            if let Err(failure) = ack.result {
+                return Err(TailerError::Delivery {
+                    topic: failure.topic,
+                    reason: failure.reason,
+                });
+            }
+            self.stats.events_acked += 1;
+            if let Some(lsn) = self.tracker.acked(ack.ticket) {
+                if let Some(s) = source.as_deref_mut() {
+                    s.confirm(lsn);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,295 @@
+//! `setup` (publication, then slot) and the checks `run` makes before streaming.
+//!
+//! Every failed check is one sentence saying what is wrong and what to do.
+
+use pgoutput::Lsn;
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::{describe_pg, SourceConfig};
+use crate::error::TailerError;
+use crate::names::quote_ident;
+
+/// What `setup` did, for printing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SetupReport {
+    pub actions: Vec<String>,
+}
+
+/// The slot as found before streaming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotState {
+    pub confirmed_flush_lsn: Lsn,
+    pub created: bool,
+}
+
+pub(crate) async fn connect(config: &SourceConfig) -> Result<Client, TailerError> {
+    let (client, conn) = config.pg.connect(NoTls).await.map_err(|e| {
+        let advice = match e.code().map(|c| c.code()) {
+            Some("28P01") | Some("28000") => {
+                "authentication failed: check the user and password, and pg_hba.conf"
+            }
+            Some("3D000") => "the database does not exist: check dbname",
+            _ => "check that the server is up and the connection string is right",
+        };
+        TailerError::Preflight(format!(
+            "cannot connect to PostgreSQL at {}: {e}; {advice}",
+            describe_pg(&config.pg)
+        ))
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "admin connection ended");
+        }
+    });
+    Ok(client)
+}
+
+async fn exists(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<bool, TailerError> {
+    Ok(client
+        .query_opt(sql, params)
+        .await
+        .map_err(|e| TailerError::postgres("checking the catalog", e))?
+        .is_some())
+}
+
+async fn check_wal_level(client: &Client) -> Result<(), TailerError> {
+    let level: String = client
+        .query_one("SHOW wal_level", &[])
+        .await
+        .map_err(|e| TailerError::postgres("reading wal_level", e))?
+        .get(0);
+    if level != "logical" {
+        return Err(TailerError::Preflight(format!(
+            "wal_level is '{level}', logical decoding needs 'logical': set wal_level = logical \
+             in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL"
+        )));
+    }
+    Ok(())
+}
+
+async fn check_table(client: &Client, config: &SourceConfig) -> Result<(), TailerError> {
+    let t = &config.table;
+    let found = exists(
+        client,
+        "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+        &[&t.schema, &t.name],
+    )
+    .await?;
+    if !found {
+        return Err(TailerError::Preflight(format!(
+            "outbox table {t} does not exist: create it (see migrations/) or set --table"
+        )));
+    }
+    Ok(())
+}
+
+async fn check_publication(client: &Client, config: &SourceConfig) -> Result<(), TailerError> {
+    let (p, t) = (&config.publication, &config.table);
+    let row = client
+        .query_opt(
+            "SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = $1",
+            &[p],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading pg_publication", e))?;
+    let Some(row) = row else {
+        return Err(TailerError::Preflight(format!(
+            "publication {p} does not exist: run `outbox-tailer setup` (it creates the \
+             publication before the slot)"
+        )));
+    };
+    if !row.get::<_, bool>(0) {
+        return Err(TailerError::Preflight(format!(
+            "publication {p} does not publish inserts: ALTER PUBLICATION {} SET (publish = 'insert')",
+            quote_ident(p)
+        )));
+    }
+    let holds = exists(
+        client,
+        "SELECT 1 FROM pg_catalog.pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+        &[p, &t.schema, &t.name],
+    )
+    .await?;
+    if !holds {
+        return Err(TailerError::Preflight(format!(
+            "publication {p} does not include the outbox table {t}: ALTER PUBLICATION {} ADD TABLE {}",
+            quote_ident(p),
+            t.quoted()
+        )));
+    }
+    Ok(())
+}
+
+async fn check_role(client: &Client) -> Result<(), TailerError> {
+    let row = client
+        .query_one(
+            "SELECT rolname::text, rolreplication OR rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading the role", e))?;
+    if !row.get::<_, bool>(1) {
+        let name: String = row.get(0);
+        return Err(TailerError::Preflight(format!(
+            "role {name} lacks the REPLICATION attribute: ALTER ROLE {} REPLICATION (plus SELECT on the outbox table)",
+            quote_ident(&name)
+        )));
+    }
+    Ok(())
+}
+
+async fn create_publication(client: &Client, config: &SourceConfig) -> Result<(), TailerError> {
+    let sql = format!(
+        "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert')",
+        quote_ident(&config.publication),
+        config.table.quoted()
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| TailerError::Preflight(format!("cannot create publication {}: {e} (needs CREATE on the database and ownership of the table)", config.publication)))
+}
+
+async fn create_slot(client: &Client, config: &SourceConfig) -> Result<Lsn, TailerError> {
+    let row = client
+        .query_one(
+            "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&config.slot],
+        )
+        .await
+        .map_err(|e| TailerError::Preflight(format!("cannot create slot {}: {e}", config.slot)))?;
+    parse_lsn(row.get(0))
+}
+
+fn parse_lsn(text: &str) -> Result<Lsn, TailerError> {
+    text.parse()
+        .map_err(|_| TailerError::Preflight(format!("server returned an unreadable LSN {text:?}")))
+}
+
+/// Check the slot; create it when missing and `create` is set.
+async fn check_slot(
+    client: &Client,
+    config: &SourceConfig,
+    create: bool,
+) -> Result<SlotState, TailerError> {
+    let s = &config.slot;
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, slot_type, database::text, current_database()::text, \
+                    wal_status, two_phase, confirmed_flush_lsn::text \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[s],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))?;
+    let Some(row) = row else {
+        if create {
+            let lsn = create_slot(client, config).await?;
+            tracing::warn!(slot = %s, lsn = %lsn, "created the replication slot: events committed before this point are not delivered");
+            return Ok(SlotState {
+                confirmed_flush_lsn: lsn,
+                created: true,
+            });
+        }
+        return Err(TailerError::Preflight(format!(
+            "replication slot {s} does not exist: run `outbox-tailer setup`, or `outbox-tailer \
+             run --create-slot` on a first start (a new slot starts at the current WAL position)"
+        )));
+    };
+    let plugin: Option<String> = row.get(0);
+    let slot_type: String = row.get(1);
+    let database: Option<String> = row.get(2);
+    let current: String = row.get(3);
+    let wal_status: Option<String> = row.get(4);
+    let two_phase: bool = row.get(5);
+    let confirmed: Option<String> = row.get(6);
+    if slot_type != "logical" || plugin.as_deref() != Some("pgoutput") {
+        return Err(TailerError::Preflight(format!(
+            "slot {s} is a {slot_type} slot with plugin {}, the tailer needs a logical pgoutput slot: \
+             choose another --slot and run `outbox-tailer setup`",
+            plugin.as_deref().unwrap_or("none")
+        )));
+    }
+    if database.as_deref() != Some(current.as_str()) {
+        return Err(TailerError::Preflight(format!(
+            "slot {s} belongs to database {}, not {current}: connect to that database or use another --slot",
+            database.as_deref().unwrap_or("?")
+        )));
+    }
+    if wal_status.as_deref() == Some("lost") {
+        return Err(TailerError::Preflight(format!(
+            "slot {s} is invalidated (wal_status = lost): the WAL it needed was removed, so events \
+             may be missing. Follow \"Recovering from an invalidated slot\" in docs/operations.md"
+        )));
+    }
+    if two_phase {
+        return Err(TailerError::Preflight(format!(
+            "slot {s} has two_phase enabled, which would deliver transactions at PREPARE: \
+             create a new slot without two_phase (outbox-tailer setup --slot <new>)"
+        )));
+    }
+    Ok(SlotState {
+        confirmed_flush_lsn: parse_lsn(confirmed.as_deref().unwrap_or("0/0"))?,
+        created: false,
+    })
+}
+
+/// Every check `run` makes before streaming; creates the slot only when `create_slot`.
+pub async fn preflight(config: &SourceConfig, create_slot: bool) -> Result<SlotState, TailerError> {
+    let client = connect(config).await?;
+    check_wal_level(&client).await?;
+    check_role(&client).await?;
+    check_table(&client, config).await?;
+    check_publication(&client, config).await?;
+    check_slot(&client, config, create_slot).await
+}
+
+/// `outbox-tailer setup`: the publication first, then the slot; idempotent.
+pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
+    let client = connect(config).await?;
+    let mut report = SetupReport::default();
+    check_wal_level(&client).await?;
+    check_table(&client, config).await?;
+    let has_pub = exists(
+        &client,
+        "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1",
+        &[&config.publication],
+    )
+    .await?;
+    if has_pub {
+        report
+            .actions
+            .push(format!("publication {} exists", config.publication));
+    } else {
+        create_publication(&client, config).await?;
+        report.actions.push(format!(
+            "created publication {} FOR TABLE {} WITH (publish = 'insert')",
+            config.publication, config.table
+        ));
+    }
+    check_publication(&client, config).await?;
+    let slot_existed = exists(
+        &client,
+        "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+        &[&config.slot],
+    )
+    .await?;
+    let state = check_slot(&client, config, true).await?;
+    if slot_existed {
+        report.actions.push(format!(
+            "slot {} exists (confirmed_flush_lsn {})",
+            config.slot, state.confirmed_flush_lsn
+        ));
+    } else {
+        report.actions.push(format!(
+            "created slot {} (pgoutput) at {}",
+            config.slot, state.confirmed_flush_lsn
+        ));
+    }
+    Ok(report)
+}

@@ -1,0 +1,275 @@
+//! Sink stage: records to Kafka, acks back to the pipeline.
+//!
+//! The producer is idempotent with `acks=all`, which keeps per-partition order across retries;
+//! the key (aggregate id) keeps each aggregate on one partition. `message.timeout.ms` defaults
+//! to 0 (retry forever): while the broker is away, records wait in librdkafka, the in-flight
+//! window fills, the pipeline stops reading, and nothing past the last ack is confirmed.
+//! Permanent refusals (record too large, unknown topic, authorization) come back as failed
+//! acks and stop the tailer.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Message as _;
+use tokio::sync::mpsc;
+
+use crate::config::SinkConfig;
+use crate::error::TailerError;
+use crate::progress::Ticket;
+use crate::route::Record;
+
+/// The outcome of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub ticket: Ticket,
+    pub result: Result<(), DeliveryFailure>,
+}
+
+/// Kafka refused a record for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    pub topic: String,
+    pub reason: String,
+}
+
+/// The IO seam in front of Kafka. Acks arrive on the channel given at construction.
+pub trait Sink: Send {
+    /// Hand a record over (it is acked later, possibly out of order across partitions).
+    fn send(
+        &mut self,
+        record: Record,
+        ticket: Ticket,
+    ) -> impl Future<Output = Result<(), TailerError>> + Send;
+}
+
+struct AckContext {
+    acks: mpsc::UnboundedSender<Ack>,
+}
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<Ticket>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Box<Ticket>) {
+        let result = match result {
+            Ok(_) => Ok(()),
+            Err((err, msg)) => Err(DeliveryFailure {
+                topic: msg.topic().to_owned(),
+                reason: err.to_string(),
+            }),
+        };
+        let _ = self.acks.send(Ack {
+            ticket: *ticket,
+            result,
+        });
+    }
+}
+
+/// Publishes to Kafka through librdkafka.
+pub struct KafkaSink {
+    producer: ThreadedProducer<AckContext>,
+    admin: Option<AdminClient<DefaultClientContext>>,
+    known_topics: HashSet<String>,
+    partitions: i32,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("known_topics", &self.known_topics.len())
+            .finish()
+    }
+}
+
+/// The producer settings the tailer relies on; user options are applied after these.
+fn producer_config(
+    config: &SinkConfig,
+    max_events: u64,
+    max_bytes: u64,
+    max_message: usize,
+) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0")
+        .set(
+            "queue.buffering.max.messages",
+            (max_events + 1024).min(i32::MAX as u64).to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            (max_bytes / 1024 * 2 + 1024)
+                .min(i32::MAX as u64)
+                .to_string(),
+        )
+        .set(
+            "message.max.bytes",
+            (max_message + 65_536).max(1_000_000).to_string(),
+        )
+        .set("client.id", "outbox-tailer");
+    for (k, v) in &config.options {
+        cc.set(k, v);
+    }
+    cc
+}
+
+impl KafkaSink {
+    pub fn new(
+        config: &SinkConfig,
+        acks: mpsc::UnboundedSender<Ack>,
+        max_events: u64,
+        max_bytes: u64,
+        max_message: usize,
+    ) -> Result<KafkaSink, TailerError> {
+        let cc = producer_config(config, max_events, max_bytes, max_message);
+        let producer = cc
+            .create_with_context(AckContext { acks })
+            .map_err(|source| TailerError::Kafka {
+                context: "creating the producer (check the -X options)",
+                source,
+            })?;
+        let admin = if config.create_topics {
+            let mut ac = ClientConfig::new();
+            ac.set("bootstrap.servers", &config.brokers);
+            for (k, v) in &config.options {
+                if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+                    ac.set(k, v);
+                }
+            }
+            Some(ac.create().map_err(|source| TailerError::Kafka {
+                context: "creating the admin client",
+                source,
+            })?)
+        } else {
+            None
+        };
+        Ok(KafkaSink {
+            producer,
+            admin,
+            known_topics: HashSet::new(),
+            partitions: config.topic_partitions.max(1),
+        })
+    }
+
+    async fn ensure_topic(&mut self, topic: &str) -> Result<(), TailerError> {
+        let Some(admin) = &self.admin else {
+            return Ok(());
+        };
+        if self.known_topics.contains(topic) {
+            return Ok(());
+        }
+        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results =
+            admin
+                .create_topics([&new], &opts)
+                .await
+                .map_err(|source| TailerError::Kafka {
+                    context: "creating a topic",
+                    source,
+                })?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(TailerError::Delivery {
+                        topic: name,
+                        reason: format!("could not create the topic: {code}"),
+                    })
+                }
+            }
+        }
+        self.known_topics.insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// Wait for librdkafka's queue to drain (used at shutdown, bounded).
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}
+
+impl Sink for KafkaSink {
+    async fn send(&mut self, record: Record, ticket: Ticket) -> Result<(), TailerError> {
+        self.ensure_topic(&record.topic).await?;
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_ref()),
+            });
+        }
+        let mut base = BaseRecord::with_opaque_to(&record.topic, Box::new(ticket)).headers(headers);
+        if let Some(k) = &record.key {
+            base = base.key(k.as_ref());
+        }
+        if let Some(p) = &record.payload {
+            base = base.payload(p.as_ref());
+        }
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The in-flight window normally keeps us below librdkafka's queue limit.
+                    base = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((err, _)) => {
+                    return Err(TailerError::Delivery {
+                        topic: record.topic.clone(),
+                        reason: err.to_string(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// An in-memory sink for unit tests: records are kept, acks sent at once or held back.
+#[derive(Debug)]
+pub struct MemorySink {
+    pub records: Vec<(Record, Ticket)>,
+    acks: mpsc::UnboundedSender<Ack>,
+    pub auto_ack: bool,
+}
+
+impl MemorySink {
+    pub fn new(acks: mpsc::UnboundedSender<Ack>, auto_ack: bool) -> Self {
+        MemorySink {
+            records: Vec::new(),
+            acks,
+            auto_ack,
+        }
+    }
+
+    /// Ack the record at `index` now.
+    pub fn ack(&self, index: usize) {
+        let _ = self.acks.send(Ack {
+            ticket: self.records[index].1,
+            result: Ok(()),
+        });
+    }
+}
+
+impl Sink for MemorySink {
+    async fn send(&mut self, record: Record, ticket: Ticket) -> Result<(), TailerError> {
+        if self.auto_ack {
+            let _ = self.acks.send(Ack {
+                ticket,
+                result: Ok(()),
+            });
+        }
+        self.records.push((record, ticket));
+        Ok(())
+    }
+}

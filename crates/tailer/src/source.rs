@@ -1,0 +1,208 @@
+//! Source stage: the replication stream of one slot, through pgwire-replication.
+//!
+//! The stream starts at the slot's `confirmed_flush_lsn` (`0/0`) on the first connection and at
+//! the tailer's own durable LSN after a reconnect (PostgreSQL uses the larger of the two, so
+//! a slot that rewound after a server crash does not re-send what is already in Kafka).
+//! Status updates are sent by pgwire-replication's worker on a timer and on every
+//! `reply_requested` keepalive, independently of how slow Kafka is; the only LSN it ever
+//! reports is the one passed to [`Source::confirm`].
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pgoutput::{Lsn, PgTimestamp};
+use pgwire_replication::{
+    ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig,
+};
+use tokio_postgres::config::Host;
+
+use crate::config::SourceConfig;
+use crate::error::TailerError;
+
+/// What the replication stream delivers, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceEvent {
+    Begin {
+        final_lsn: Lsn,
+        xid: u32,
+        commit_time: PgTimestamp,
+    },
+    /// A pgoutput message other than Begin/Commit (Relation, Insert, …), still encoded.
+    Data(Bytes),
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+    },
+    /// A logical decoding message (`pg_logical_emit_message`).
+    Message {
+        transactional: bool,
+        lsn: Lsn,
+        prefix: String,
+        content: Bytes,
+    },
+    Keepalive {
+        wal_end: Lsn,
+    },
+}
+
+/// The IO seam in front of PostgreSQL.
+pub trait Source: Send {
+    /// The next event. Must be cancel-safe: it is raced against acks and shutdown.
+    fn next(&mut self) -> impl Future<Output = Result<SourceEvent, TailerError>> + Send;
+    /// Report `lsn` as flushed; only ever called with a durable, monotonic LSN.
+    fn confirm(&mut self, lsn: Lsn);
+    /// Make sure the last confirmed LSN reached the server, then end the stream.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+/// The replication stream of a real server.
+pub struct PgSource {
+    client: ReplicationClient,
+    slot: String,
+    confirmed: Lsn,
+}
+
+impl PgSource {
+    /// Connect and send START_REPLICATION from `start` (`0/0` = the slot's position).
+    pub async fn connect(
+        config: &SourceConfig,
+        start: Lsn,
+        status_interval: Duration,
+    ) -> Result<PgSource, TailerError> {
+        let pg = &config.pg;
+        let host = match pg.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let password = pg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        let tls = match pg.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => TlsConfig::require(),
+            tokio_postgres::config::SslMode::Prefer => TlsConfig {
+                mode: SslMode::Prefer,
+                ..TlsConfig::disabled()
+            },
+            _ => TlsConfig::disabled(),
+        };
+        let mut rc = ReplicationConfig::new(
+            host,
+            pg.get_user().unwrap_or("postgres"),
+            password,
+            pg.get_dbname().unwrap_or("postgres"),
+            config.slot.clone(),
+            config.publication.clone(),
+        )
+        .with_port(pg.get_ports().first().copied().unwrap_or(5432))
+        .with_tls(tls)
+        .with_start_lsn(pgwire_replication::Lsn::from_u64(start.as_u64()))
+        .with_status_interval(status_interval)
+        .with_application_name("outbox-tailer")
+        .with_options("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3");
+        if !start.is_zero() {
+            rc = rc.with_ack_lsn(pgwire_replication::Lsn::from_u64(start.as_u64()));
+        }
+        let mut client = ReplicationClient::connect(rc)
+            .await
+            .map_err(|e| TailerError::from_replication(e, &config.slot))?;
+        client
+            .wait_started()
+            .await
+            .map_err(|e| TailerError::from_replication(e, &config.slot))?;
+        Ok(PgSource {
+            client,
+            slot: config.slot.clone(),
+            confirmed: start,
+        })
+    }
+}
+
+impl std::fmt::Debug for PgSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSource")
+            .field("slot", &self.slot)
+            .field("confirmed", &self.confirmed)
+            .finish()
+    }
+}
+
+impl Source for PgSource {
+    async fn next(&mut self) -> Result<SourceEvent, TailerError> {
+        loop {
+            let event = self
+                .client
+                .recv()
+                .await
+                .map_err(|e| TailerError::from_replication(e, &self.slot))?;
+            let Some(event) = event else {
+                return Err(TailerError::Replication {
+                    message: "the server ended the replication stream".into(),
+                    sqlstate: None,
+                    transient: true,
+                });
+            };
+            return Ok(match event {
+                ReplicationEvent::KeepAlive { wal_end, .. } => SourceEvent::Keepalive {
+                    wal_end: lsn(wal_end),
+                },
+                ReplicationEvent::Begin {
+                    final_lsn,
+                    xid,
+                    commit_time_micros,
+                } => SourceEvent::Begin {
+                    final_lsn: lsn(final_lsn),
+                    xid,
+                    commit_time: PgTimestamp::from_pg_micros(commit_time_micros),
+                },
+                ReplicationEvent::Commit {
+                    lsn: c, end_lsn, ..
+                } => SourceEvent::Commit {
+                    commit_lsn: lsn(c),
+                    end_lsn: lsn(end_lsn),
+                },
+                ReplicationEvent::XLogData { data, .. } => SourceEvent::Data(data),
+                ReplicationEvent::Message {
+                    transactional,
+                    lsn: l,
+                    prefix,
+                    content,
+                } => SourceEvent::Message {
+                    transactional,
+                    lsn: lsn(l),
+                    prefix,
+                    content,
+                },
+                _ => continue,
+            });
+        }
+    }
+
+    fn confirm(&mut self, lsn: Lsn) {
+        if lsn > self.confirmed {
+            self.confirmed = lsn;
+            self.client
+                .update_applied_lsn(pgwire_replication::Lsn::from_u64(lsn.as_u64()));
+        }
+    }
+
+    async fn close(mut self) {
+        // The worker sends a status update when the applied LSN rises; wait (briefly) until the
+        // last one went out so a clean stop leaves nothing to re-send.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        while self.client.metrics().last_applied_lsn().as_u64() < self.confirmed.as_u64()
+            && Instant::now() < deadline
+            && self.client.is_running()
+        {
+            tick.tick().await;
+        }
+        let _ = self.client.shutdown().await;
+    }
+}
+
+fn lsn(l: pgwire_replication::Lsn) -> Lsn {
+    Lsn::from(l.as_u64())
+}

@@ -1,0 +1,268 @@
+//! Shared fixtures of the end-to-end suites: a PostgreSQL cluster with the migrations applied,
+//! a tansu broker, and ways to run the tailer in-process or as a process.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use outbox_tailer::config::{Cli, Command as TailerCommand, TailerConfig};
+use outbox_tailer::{Stats, TailerError};
+use outbox_testkit::{
+    consume_until, KafkaRecord, PgCluster, PgConfig, TansuBroker, TansuStorage, TestDb,
+};
+use pgoutput::Lsn;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+pub const SLOT: &str = "outbox_slot";
+pub const PUBLICATION: &str = "outbox_pub";
+
+/// One test's services.
+pub struct Env {
+    pub pg: PgCluster,
+    pub db: TestDb,
+    pub broker: TansuBroker,
+    pub client: Client,
+}
+
+pub async fn env() -> anyhow::Result<Env> {
+    env_with(PgConfig::default(), TansuStorage::Memory).await
+}
+
+pub async fn env_with(pg_config: PgConfig, storage: TansuStorage) -> anyhow::Result<Env> {
+    let (pg, broker) = tokio::try_join!(
+        PgCluster::start_with(pg_config),
+        TansuBroker::start_with(storage)
+    )?;
+    let db = pg.create_database().await?;
+    let client = db.connect().await?;
+    apply_migrations(&client).await?;
+    Ok(Env {
+        pg,
+        db,
+        broker,
+        client,
+    })
+}
+
+/// Apply `migrations/*.sql` in name order.
+pub async fn apply_migrations(client: &Client) -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "sql"))
+    {
+        client.batch_execute(&std::fs::read_to_string(f)?).await?;
+    }
+    Ok(())
+}
+
+impl Env {
+    /// Flags for `outbox-tailer run` against this environment, plus `extra`.
+    pub fn run_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--postgres".into(),
+            self.db.conn_str(),
+            "--brokers".into(),
+            self.broker.bootstrap_servers(),
+            "--create-topics".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// A resolved configuration for the in-process tailer.
+    pub fn config(&self, extra: &[&str]) -> TailerConfig {
+        let mut argv = vec!["outbox-tailer".to_string()];
+        argv.extend(self.run_args(extra));
+        match Cli::try_parse_from(argv).expect("valid flags").command {
+            TailerCommand::Run(args) => args.resolve().expect("valid configuration"),
+            TailerCommand::Setup(_) => unreachable!(),
+        }
+    }
+
+    /// `outbox-tailer setup`: publication, then slot.
+    pub async fn setup(&self) -> anyhow::Result<()> {
+        let config = self.config(&[]);
+        outbox_tailer::setup::setup(&config.source).await?;
+        Ok(())
+    }
+
+    /// The tailer binary as a process, its stderr in a file next to the cluster's log.
+    pub fn spawn_process(&self, extra: &[&str]) -> anyhow::Result<TailerProcess> {
+        let log = self.pg.socket_dir().join(format!(
+            "tailer-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+            .args(self.run_args(extra))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        Ok(TailerProcess { child, log })
+    }
+
+    /// The slot's `confirmed_flush_lsn`.
+    pub async fn confirmed_lsn(&self) -> anyhow::Result<Lsn> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                &[&SLOT],
+            )
+            .await?;
+        Ok(row.get::<_, String>(0).parse()?)
+    }
+
+    /// Bytes of WAL between the slot's confirmed position and the current insert position.
+    pub async fn slot_lag_bytes(&self) -> anyhow::Result<i64> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&SLOT],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Everything on `topic` once at least `n` records arrived.
+    pub async fn consume(&self, topic: &str, n: usize) -> anyhow::Result<Vec<KafkaRecord>> {
+        consume_until(
+            &self.broker.bootstrap_servers(),
+            topic,
+            Duration::from_secs(120),
+            move |r| r.len() >= n,
+        )
+        .await
+    }
+}
+
+/// Insert one outbox row inside the caller's transaction; returns its id.
+pub async fn emit(
+    tx: &impl tokio_postgres::GenericClient,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> anyhow::Result<uuid::Uuid> {
+    let id = uuid::Uuid::new_v4();
+    tx.execute(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES ($1, $2, $3, $4, $5)",
+        &[&id, &aggregate_type, &aggregate_id, &event_type, payload],
+    )
+    .await?;
+    Ok(id)
+}
+
+/// The in-process tailer: `run` on a task, stopped through a oneshot.
+pub struct InProcessTailer {
+    pub handle: JoinHandle<Result<Stats, TailerError>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+pub fn spawn_in_process(config: TailerConfig) -> InProcessTailer {
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(outbox_tailer::run(config, async move {
+        let _ = rx.await;
+    }));
+    InProcessTailer {
+        handle,
+        stop: Some(tx),
+    }
+}
+
+impl InProcessTailer {
+    /// Request a clean stop and wait for the result.
+    pub async fn stop(mut self) -> Result<Stats, TailerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle.await.expect("tailer task panicked")
+    }
+}
+
+/// The tailer binary running as a child process.
+pub struct TailerProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl TailerProcess {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        Ok(self.child.wait()?)
+    }
+
+    /// Wait for the process to exit on its own within `within`.
+    pub async fn wait_exit(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "tailer still running after {within:?}:\n{}",
+                self.stderr()
+            );
+            tick.tick().await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TailerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Poll `check` until it returns true, failing after `within`.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tick.tick().await;
+    }
+}

@@ -1,0 +1,252 @@
+//! The tailer's happy paths against real PostgreSQL and tansu.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_events_arrive_in_commit_order_with_headers() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&[]));
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let mut client = env.db.connect().await?;
+        let tx = client.transaction().await?;
+        ids.push(
+            emit(
+                &tx,
+                "order",
+                &format!("o-{}", i % 3),
+                "OrderCreated",
+                &json!({"n": i}),
+            )
+            .await?,
+        );
+        ids.push(
+            emit(
+                &tx,
+                "order",
+                &format!("o-{}", i % 3),
+                "OrderPaid",
+                &json!({"n": i}),
+            )
+            .await?,
+        );
+        tx.commit().await?;
+    }
+    let records = env.consume("outbox.event.order", ids.len()).await?;
+    assert_eq!(records.len(), ids.len());
+    for r in &records {
+        assert!(r.header("type").is_some());
+        assert!(r.header("outbox-lsn").is_some());
+        assert!(r.header("outbox-seq").is_some());
+    }
+    let got: Vec<String> = records
+        .iter()
+        .map(|r| r.header("id").unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = ids.iter().map(|u| u.to_string()).collect();
+    assert_eq!(got, want, "single partition: order equals commit order");
+    let stats = tailer.stop().await?;
+    assert_eq!(stats.events_published, 40);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolled_back_transactions_and_savepoints_produce_nothing() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&[]));
+    let mut client = env.db.connect().await?;
+
+    let tx = client.transaction().await?;
+    emit(&tx, "order", "a", "Rolled", &json!({})).await?;
+    tx.rollback().await?;
+
+    let mut tx = client.transaction().await?;
+    let kept_before = emit(&tx, "order", "a", "Kept", &json!({"at": "before"})).await?;
+    {
+        let sp = tx.savepoint("sp").await?;
+        emit(&sp, "order", "a", "RolledSavepoint", &json!({})).await?;
+        sp.rollback().await?;
+    }
+    let kept_after = emit(&tx, "order", "a", "Kept", &json!({"at": "after"})).await?;
+    tx.commit().await?;
+
+    // A last, committed marker: once it arrived, everything before it has been decided.
+    let tx = client.transaction().await?;
+    let marker = emit(&tx, "order", "a", "Marker", &json!({})).await?;
+    tx.commit().await?;
+
+    let records = env.consume("outbox.event.order", 3).await?;
+    let ids: Vec<&str> = records.iter().map(|r| r.header("id").unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            kept_before.to_string(),
+            kept_after.to_string(),
+            marker.to_string()
+        ],
+        "only committed, non-rolled-back rows, in order"
+    );
+    assert!(records.iter().all(|r| r.header("type") != Some("Rolled")));
+    tailer.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_transactions_come_out_in_commit_order() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&[]));
+    let mut a = env.db.connect().await?;
+    let mut b = env.db.connect().await?;
+
+    // A starts first and writes first, but commits last.
+    let ta = a.transaction().await?;
+    let a1 = emit(&ta, "order", "x", "A1", &json!({})).await?;
+    let tb = b.transaction().await?;
+    let b1 = emit(&tb, "order", "x", "B1", &json!({})).await?;
+    let a2 = emit(&ta, "order", "x", "A2", &json!({})).await?;
+    let b2 = emit(&tb, "order", "x", "B2", &json!({})).await?;
+    tb.commit().await?;
+    ta.commit().await?;
+
+    let records = env.consume("outbox.event.order", 4).await?;
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| r.header("id").unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = [b1, b2, a1, a2].iter().map(|u| u.to_string()).collect();
+    assert_eq!(ids, want, "commit order, not start order");
+    let lsn = |i: usize| {
+        records[i]
+            .header("outbox-lsn")
+            .unwrap()
+            .parse::<pgoutput::Lsn>()
+            .unwrap()
+    };
+    assert!(lsn(0) < lsn(2), "B committed before A");
+    assert_eq!(records[0].header("outbox-seq"), Some("0"));
+    assert_eq!(records[1].header("outbox-seq"), Some("1"));
+    tailer.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_row_insert_and_copy_deliver_every_row_in_order() -> anyhow::Result<()> {
+    use futures::SinkExt;
+
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&[]));
+    env.client
+        .batch_execute(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+             SELECT gen_random_uuid(), 'bulk', 'k' || (i % 7), 'Multi', jsonb_build_object('i', i)
+             FROM generate_series(0, 499) AS i",
+        )
+        .await?;
+    let copy = env
+        .client
+        .copy_in("COPY outbox (id, aggregatetype, aggregateid, type, payload) FROM STDIN")
+        .await?;
+    let mut lines = String::new();
+    for i in 500..1000 {
+        lines.push_str(&format!(
+            "{}\tbulk\tk{}\tCopied\t{{\"i\": {i}}}\n",
+            uuid::Uuid::new_v4(),
+            i % 7
+        ));
+    }
+    futures::pin_mut!(copy);
+    copy.send(bytes::Bytes::from(lines)).await?;
+    copy.finish().await?;
+
+    let records = env.consume("outbox.event.bulk", 1000).await?;
+    assert_eq!(records.len(), 1000);
+    for (i, r) in records.iter().enumerate() {
+        let payload: serde_json::Value = serde_json::from_slice(r.payload.as_deref().unwrap())?;
+        assert_eq!(payload["i"], i, "row {i} out of order");
+        assert_eq!(r.key_str(), Some(format!("k{}", i % 7).as_str()));
+        assert_eq!(r.header("outbox-seq"), Some((i % 500).to_string().as_str()));
+        assert_eq!(
+            r.header("type"),
+            Some(if i < 500 { "Multi" } else { "Copied" })
+        );
+    }
+    tailer.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_transaction_stays_within_the_in_flight_window() -> anyhow::Result<()> {
+    const ROWS: u64 = 200_000;
+    const WINDOW: u64 = 1_000;
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&["--max-in-flight-events", &WINDOW.to_string()]));
+    let end: String = {
+        env.client
+            .batch_execute(&format!(
+                "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
+                 SELECT gen_random_uuid(), 'huge', 'h' || (i % 10), 'Bulk', jsonb_build_object('i', i)
+                 FROM generate_series(1, {ROWS}) AS i"
+            ))
+            .await?;
+        env.client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0)
+    };
+    let end: pgoutput::Lsn = end.parse()?;
+    wait_until(
+        Duration::from_secs(300),
+        "the huge transaction to be confirmed",
+        || async { Ok(env.confirmed_lsn().await? >= end) },
+    )
+    .await?;
+    let stats = tailer.stop().await?;
+    assert_eq!(stats.events_published, ROWS);
+    assert_eq!(stats.events_acked, ROWS);
+    assert!(
+        stats.peak_in_flight <= WINDOW,
+        "peak in flight {} > {WINDOW}",
+        stats.peak_in_flight
+    );
+    let records = env.consume("outbox.event.huge", ROWS as usize).await?;
+    assert_eq!(records.len() as u64, ROWS);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tailer_keeps_slot_lag_near_zero_under_unrelated_writes() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&["--status-interval-ms", "200"]));
+    for _ in 0..5 {
+        env.client
+            .batch_execute(
+                "INSERT INTO orders (id, customer, amount_cents)
+                 SELECT gen_random_uuid(), repeat('c', 200), i FROM generate_series(1, 20000) AS i",
+            )
+            .await?;
+    }
+    let written = env.slot_lag_bytes().await?;
+    assert!(
+        written > 4 << 20,
+        "the writes produced {written} bytes of WAL"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "slot lag to return near zero",
+        || async { Ok(env.slot_lag_bytes().await? < 64 << 10) },
+    )
+    .await?;
+    tailer.stop().await?;
+    Ok(())
+}
