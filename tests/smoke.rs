@@ -93,7 +93,11 @@ async fn services_are_removed_on_drop() -> anyhow::Result<()> {
     let dir = pg.data_dir();
     assert!(PathBuf::from(format!("/proc/{pid}")).exists());
     drop(pg);
-    assert!(gone(pid, &dir), "postmaster {pid} or {} survived", dir.display());
+    assert!(
+        gone(pid, &dir),
+        "postmaster {pid} or {} survived",
+        dir.display()
+    );
 
     let broker = TansuBroker::start().await?;
     let log = broker.log_path();
@@ -115,5 +119,33 @@ fn services_are_removed_when_a_test_panics() {
     .join();
     assert!(outcome.is_err(), "the thread was meant to panic");
     let (pid, dir) = rx.recv().unwrap();
-    assert!(gone(pid, &dir), "postmaster {pid} or {} survived", dir.display());
+    assert!(
+        gone(pid, &dir),
+        "postmaster {pid} or {} survived",
+        dir.display()
+    );
+}
+
+#[tokio::test]
+async fn a_record_round_trips_through_the_mock_cluster() -> anyhow::Result<()> {
+    let mock = outbox_testkit::MockKafka::start_with_topics(1, &[("mock-smoke", 1)])?;
+    let bootstrap = mock.bootstrap_servers().to_owned();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .create()?;
+    producer
+        .send(
+            FutureRecord::to("mock-smoke").key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    let got = consume_until(&bootstrap, "mock-smoke", Duration::from_secs(30), |r| {
+        !r.is_empty()
+    })
+    .await?;
+    assert_eq!(got[0].key_str(), Some("k"));
+    assert_eq!(got[0].payload_str(), Some("v"));
+    Ok(())
 }

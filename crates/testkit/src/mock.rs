@@ -17,18 +17,32 @@ pub struct MockKafka {
 impl MockKafka {
     /// Start a mock cluster of `brokers` brokers.
     pub fn start(brokers: i32) -> anyhow::Result<MockKafka> {
+        MockKafka::start_with_topics(brokers, &[])
+    }
+
+    /// Start a mock cluster with `(topic, partitions)` created up front (the mock cluster does
+    /// not implement the CreateTopics admin request; it auto-creates topics on first produce).
+    pub fn start_with_topics(brokers: i32, topics: &[(&str, i32)]) -> anyhow::Result<MockKafka> {
+        let topics: Vec<(String, i32)> = topics.iter().map(|(t, p)| (t.to_string(), *p)).collect();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("mock-kafka".into())
-            .spawn(move || match MockCluster::new(brokers) {
-                Ok(cluster) => {
-                    let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                    let _ = stop_rx.recv();
-                    drop(cluster);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+            .spawn(move || {
+                match MockCluster::new(brokers).and_then(|cluster| {
+                    for (topic, partitions) in &topics {
+                        cluster.create_topic(topic, *partitions, 1)?;
+                    }
+                    Ok(cluster)
+                }) {
+                    Ok(cluster) => {
+                        let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                        let _ = stop_rx.recv();
+                        drop(cluster);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
             })
             .context("spawning the mock cluster thread")?;
