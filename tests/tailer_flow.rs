@@ -250,3 +250,50 @@ async fn idle_tailer_keeps_slot_lag_near_zero_under_unrelated_writes() -> anyhow
     tailer.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logical_messages_are_routed_like_table_rows() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&["--message-prefix", "outbox"]));
+    let envelope = |id: &str, n: u32| {
+        json!({
+            "id": id, "aggregatetype": "order", "aggregateid": "m-1", "type": "ViaMessage",
+            "payload": {"n": n}, "headers": {"tenant": "acme"}
+        })
+        .to_string()
+    };
+    let mut client = env.db.connect().await?;
+    let emit_msg = "SELECT pg_logical_emit_message($1, $2, $3)";
+
+    let tx = client.transaction().await?;
+    tx.execute(emit_msg, &[&true, &"outbox", &envelope("m-a", 1)])
+        .await?;
+    tx.execute(emit_msg, &[&true, &"other-prefix", &envelope("m-x", 9)])
+        .await?;
+    tx.commit().await?;
+
+    let tx = client.transaction().await?;
+    tx.execute(emit_msg, &[&true, &"outbox", &envelope("m-rolled", 2)])
+        .await?;
+    tx.rollback().await?;
+
+    client
+        .execute(emit_msg, &[&false, &"outbox", &envelope("m-b", 3)])
+        .await?;
+    let tx = client.transaction().await?;
+    let row_id = emit(&tx, "order", "m-1", "ViaTable", &json!({"n": 4})).await?;
+    tx.commit().await?;
+
+    let records = env.consume("outbox.event.order", 3).await?;
+    let ids: Vec<&str> = records.iter().map(|r| r.header("id").unwrap()).collect();
+    assert_eq!(ids, ["m-a", "m-b", row_id.to_string().as_str()]);
+    assert_eq!(records[0].key_str(), Some("m-1"));
+    assert_eq!(records[0].header("type"), Some("ViaMessage"));
+    assert_eq!(records[0].header("tenant"), Some("acme"));
+    let payload: serde_json::Value =
+        serde_json::from_slice(records[0].payload.as_deref().unwrap())?;
+    assert_eq!(payload, json!({"n": 1}));
+    tailer.stop().await?;
+    Ok(())
+}

@@ -175,6 +175,14 @@ pub struct InProcessTailer {
 }
 
 pub fn spawn_in_process(config: TailerConfig) -> InProcessTailer {
+    // The tailer's logs, shown by the test harness when a test fails (`RUST_LOG` filters).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(outbox_tailer::run(config, async move {
         let _ = rx.await;

@@ -151,6 +151,11 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_MAX_IN_FLIGHT_BYTES")]
     pub max_in_flight_bytes: Option<u64>,
 
+    /// Also publish events written with `pg_logical_emit_message(true, PREFIX, <JSON envelope>)`
+    /// (no outbox table needed); envelope keys are the column names above.
+    #[arg(long, env = "OUTBOX_MESSAGE_PREFIX")]
+    pub message_prefix: Option<String>,
+
     /// Create the slot (after checking the publication) if it does not exist. For a first start
     /// only: a new slot begins at the current WAL position.
     #[arg(long, env = "OUTBOX_CREATE_SLOT")]
@@ -200,6 +205,7 @@ pub struct FileConfig {
     pub max_message_bytes: Option<usize>,
     pub max_in_flight_events: Option<u64>,
     pub max_in_flight_bytes: Option<u64>,
+    pub message_prefix: Option<String>,
     pub create_slot: Option<bool>,
     pub create_topics: Option<bool>,
     pub topic_partitions: Option<i32>,
@@ -329,6 +335,8 @@ pub struct TailerConfig {
     pub sink: SinkConfig,
     pub max_in_flight_events: u64,
     pub max_in_flight_bytes: u64,
+    /// Prefix of logical decoding messages that carry events (none: messages are ignored).
+    pub message_prefix: Option<String>,
     pub create_slot: bool,
     pub shutdown_timeout: Duration,
     pub status_interval: Duration,
@@ -487,6 +495,10 @@ impl RunArgs {
                     .or(file.max_in_flight_bytes)
                     .unwrap_or(16 << 20),
             )?,
+            message_prefix: self
+                .message_prefix
+                .clone()
+                .or_else(|| file.message_prefix.clone()),
             create_slot: self.create_slot || file.create_slot.unwrap_or(false),
             shutdown_timeout: Duration::from_secs(
                 self.shutdown_timeout_secs

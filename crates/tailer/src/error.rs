@@ -50,6 +50,10 @@ pub enum TailerError {
     #[error("kafka refused a record for topic {topic}: {reason}")]
     Delivery { topic: String, reason: String },
 
+    /// Shutdown was requested while waiting for the broker.
+    #[error("interrupted by shutdown while waiting for the broker")]
+    Interrupted,
+
     #[error("kafka: {context}: {source}")]
     Kafka {
         context: &'static str,

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pgoutput::{Message, Relation, RelationCache, TupleData};
+use bytes::Bytes;
+use pgoutput::{Message, Relation, RelationCache, TupleData, TupleValue};
 
 use crate::config::RouteConfig;
 use crate::error::TailerError;
@@ -96,16 +97,64 @@ pub struct EventDecoder {
     route: RouteConfig,
     relations: RelationCache,
     outbox: HashMap<u32, Arc<OutboxLayout>>,
+    envelope: Arc<OutboxLayout>,
+    envelope_columns: Vec<String>,
 }
 
 impl EventDecoder {
-    pub fn new(table: TableName, route: RouteConfig) -> Self {
-        EventDecoder {
+    pub fn new(table: TableName, route: RouteConfig) -> Result<Self, TailerError> {
+        let (envelope, envelope_columns) = envelope_layout(&route, &table)?;
+        Ok(EventDecoder {
             table,
             route,
             relations: RelationCache::new(),
             outbox: HashMap::new(),
-        }
+            envelope: Arc::new(envelope),
+            envelope_columns,
+        })
+    }
+
+    /// An event written with `pg_logical_emit_message`: its content is a JSON envelope whose
+    /// keys are the outbox column names (`{"id": …, "aggregatetype": …, "aggregateid": …,
+    /// "type": …, "payload": …, "headers": {…}}`). String values are taken as text, other
+    /// values as their JSON text; a missing key is NULL. Content that is not a JSON object
+    /// comes back as a row with only the payload set (the raw bytes) plus the reason.
+    pub fn on_logical_message(&self, content: &Bytes) -> Result<OutboxRow, (OutboxRow, String)> {
+        let values = match serde_json::from_slice::<serde_json::Value>(content) {
+            Ok(serde_json::Value::Object(map)) => self
+                .envelope_columns
+                .iter()
+                .map(|name| match map.get(name) {
+                    None | Some(serde_json::Value::Null) => TupleValue::Null,
+                    Some(serde_json::Value::String(s)) if name != &self.route.payload_column => {
+                        TupleValue::Text(Bytes::from(s.clone()))
+                    }
+                    Some(other) => TupleValue::Text(Bytes::from(other.to_string())),
+                })
+                .collect(),
+            _ => {
+                let values = self
+                    .envelope_columns
+                    .iter()
+                    .map(|name| {
+                        if name == &self.route.payload_column {
+                            TupleValue::Text(content.clone())
+                        } else {
+                            TupleValue::Null
+                        }
+                    })
+                    .collect();
+                let row = OutboxRow {
+                    layout: Arc::clone(&self.envelope),
+                    tuple: TupleData::new(values),
+                };
+                return Err((row, "logical message content is not a JSON object".into()));
+            }
+        };
+        Ok(OutboxRow {
+            layout: Arc::clone(&self.envelope),
+            tuple: TupleData::new(values),
+        })
     }
 
     /// Forget every relation: called on reconnect.
@@ -156,6 +205,41 @@ impl EventDecoder {
             _ => Ok(Decoded::Nothing),
         }
     }
+}
+
+/// The layout of message envelopes: the configured column names, in a fixed order.
+fn envelope_layout(
+    route: &RouteConfig,
+    table: &TableName,
+) -> Result<(OutboxLayout, Vec<String>), TailerError> {
+    let mut names: Vec<String> = vec![
+        route.id_column.clone(),
+        route.route_by.clone(),
+        route.key_column.clone(),
+        route.type_column.clone(),
+        route.payload_column.clone(),
+        route.headers_column.clone(),
+    ];
+    names.extend(route.header_columns.iter().map(|(c, _)| c.clone()));
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    let rel = Relation {
+        stream_xid: None,
+        oid: 0,
+        namespace: table.schema.clone(),
+        name: table.name.clone(),
+        replica_identity: pgoutput::ReplicaIdentity::Nothing,
+        columns: names
+            .iter()
+            .map(|n| pgoutput::Column {
+                flags: 0,
+                name: n.clone(),
+                type_oid: 3802,
+                type_modifier: -1,
+            })
+            .collect(),
+    };
+    Ok((OutboxLayout::resolve(&rel, route, table)?, names))
 }
 
 trait NamespaceExt {

@@ -74,9 +74,10 @@ async fn run_until(
         config.max_in_flight_events,
         config.max_in_flight_bytes,
         config.route.max_message_bytes,
-    )?;
+    )?
+    .with_stop(stop.clone());
     let router = Router::new(config.route.clone())?;
-    let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone());
+    let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone())?;
     let window = Window {
         max_events: config.max_in_flight_events,
         max_bytes: config.max_in_flight_bytes,
@@ -88,7 +89,8 @@ async fn run_until(
         ack_rx,
         window,
         slot.confirmed_flush_lsn,
-    );
+    )
+    .with_message_prefix(config.message_prefix.clone());
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut first = true;
 
@@ -118,10 +120,19 @@ async fn run_until(
         };
         tracing::info!(start = %start, "streaming");
         backoff.reset();
-        match pipeline
+        let streamed = match pipeline
             .stream(&mut source, stop, config.shutdown_timeout)
             .await
         {
+            // Shutdown while waiting for the broker: stop like any shutdown, the open
+            // transaction is re-sent on the next start.
+            Err(TailerError::Interrupted) => {
+                pipeline.abandon_open();
+                Ok(StreamEnd::Shutdown)
+            }
+            other => other,
+        };
+        match streamed {
             Ok(StreamEnd::Shutdown) => {
                 let deadline = Instant::now() + config.shutdown_timeout;
                 let drained = pipeline.drain(Some(&mut source), Some(deadline)).await?;

@@ -57,6 +57,7 @@ pub struct Pipeline<K: Sink> {
     acks: mpsc::UnboundedReceiver<Ack>,
     window: Window,
     txn: Option<OpenTxn>,
+    message_prefix: Option<String>,
     pub stats: Stats,
 }
 
@@ -77,8 +78,15 @@ impl<K: Sink> Pipeline<K> {
             acks,
             window,
             txn: None,
+            message_prefix: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Also publish logical decoding messages written with this prefix.
+    pub fn with_message_prefix(mut self, prefix: Option<String>) -> Self {
+        self.message_prefix = prefix;
+        self
     }
 
     pub fn durable(&self) -> Lsn {
@@ -147,6 +155,7 @@ impl<K: Sink> Pipeline<K> {
         event: SourceEvent,
         source: &mut S,
     ) -> Result<(), TailerError> {
+        tracing::trace!(event = event.kind(), "source event");
         match event {
             SourceEvent::Begin {
                 final_lsn,
@@ -166,7 +175,7 @@ impl<K: Sink> Pipeline<K> {
             SourceEvent::Data(bytes) => {
                 let message = pgoutput::decode(&bytes)?;
                 if let Decoded::Row(row) = self.decoder.on_message(message)? {
-                    self.publish(row).await?;
+                    self.publish(row, None).await?;
                 }
             }
             SourceEvent::Commit { end_lsn, .. } => {
@@ -181,12 +190,53 @@ impl<K: Sink> Pipeline<K> {
                     source.confirm(lsn);
                 }
             }
-            SourceEvent::Message { .. } => {}
+            SourceEvent::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+            } => {
+                if self.message_prefix.as_deref() != Some(prefix.as_str()) {
+                    return Ok(());
+                }
+                // A non-transactional message is its own one-event unit: confirming its LSN
+                // (the end of its record) once acked skips exactly it.
+                let standalone = !transactional && self.txn.is_none();
+                if standalone {
+                    self.tracker.begin();
+                    self.txn = Some(OpenTxn {
+                        position: TxnPosition {
+                            commit_lsn: lsn,
+                            xid: 0,
+                            commit_time: pgoutput::PgTimestamp::from_system_time(
+                                std::time::SystemTime::now(),
+                            ),
+                        },
+                        next_seq: 0,
+                    });
+                }
+                match self.decoder.on_logical_message(&content) {
+                    Ok(row) => self.publish(row, None).await?,
+                    Err((row, reason)) => self.publish(row, Some(reason)).await?,
+                }
+                if standalone {
+                    self.txn = None;
+                    if let Some(lsn) = self.tracker.commit(lsn) {
+                        source.confirm(lsn);
+                    }
+                }
+            }
         }
         Ok(())
     }
 
-    async fn publish(&mut self, row: crate::events::OutboxRow) -> Result<(), TailerError> {
+    /// Route and hand over one event; `malformed` carries the reason when the event could not
+    /// even be read (it then goes to the dead-letter topic or stops the tailer).
+    async fn publish(
+        &mut self,
+        row: crate::events::OutboxRow,
+        malformed: Option<String>,
+    ) -> Result<(), TailerError> {
         let Some(txn) = self.txn.as_mut() else {
             return Err(TailerError::Preflight(
                 "an outbox Insert arrived outside a transaction; this is a protocol error, please report it".into(),
@@ -195,7 +245,11 @@ impl<K: Sink> Pipeline<K> {
         let seq = txn.next_seq;
         txn.next_seq += 1;
         let position = txn.position;
-        let record = match self.router.route(&row, &position, seq) {
+        let routed = match malformed {
+            Some(reason) => Err(crate::route::Unroutable { reason }),
+            None => self.router.route(&row, &position, seq),
+        };
+        let record = match routed {
             Ok(record) => record,
             Err(unroutable) => {
                 let event_id = Router::event_id(&row);
@@ -351,7 +405,8 @@ mod tests {
     fn pipeline(max_events: u64) -> (Pipeline<MemorySink>, mpsc::UnboundedSender<Ack>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let route = RouteConfig::default();
-        let decoder = EventDecoder::new(TableName::parse("public.outbox").unwrap(), route.clone());
+        let decoder =
+            EventDecoder::new(TableName::parse("public.outbox").unwrap(), route.clone()).unwrap();
         let sink = MemorySink::new(tx.clone(), false);
         let window = Window {
             max_events,

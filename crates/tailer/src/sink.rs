@@ -19,7 +19,9 @@ use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+use crate::backoff::Backoff;
 
 use crate::config::SinkConfig;
 use crate::error::TailerError;
@@ -80,6 +82,7 @@ pub struct KafkaSink {
     admin: Option<AdminClient<DefaultClientContext>>,
     known_topics: HashSet<String>,
     partitions: i32,
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -158,9 +161,18 @@ impl KafkaSink {
             admin,
             known_topics: HashSet::new(),
             partitions: config.topic_partitions.max(1),
+            stop: None,
         })
     }
 
+    /// Stop waiting for the broker (topic creation) once shutdown is requested.
+    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Create `topic` once (with `--create-topics`). A broker that is away is waited for, with
+    /// backoff, like any record; only a definite refusal stops the tailer.
     async fn ensure_topic(&mut self, topic: &str) -> Result<(), TailerError> {
         let Some(admin) = &self.admin else {
             return Ok(());
@@ -169,21 +181,48 @@ impl KafkaSink {
             return Ok(());
         }
         let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results =
-            admin
-                .create_topics([&new], &opts)
-                .await
-                .map_err(|source| TailerError::Kafka {
-                    context: "creating a topic",
-                    source,
-                })?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let outcome = match admin.create_topics([&new], &opts).await {
+                Ok(results) => match results.into_iter().next() {
+                    None | Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
+                        Ok(())
+                    }
+                    Some(Err((_, code))) => Err(code),
+                },
+                Err(KafkaError::AdminOp(code)) => Err(code),
+                Err(source) => {
+                    return Err(TailerError::Kafka {
+                        context: "creating a topic",
+                        source,
+                    })
+                }
+            };
+            match outcome {
+                Ok(()) => break,
+                Err(code) if broker_unavailable(code) => {
+                    tracing::warn!(topic = %topic, error = %code, "broker unavailable while creating a topic, retrying");
+                    let delay = backoff.next_delay();
+                    let stopped = match self.stop.as_mut() {
+                        Some(stop) => tokio::select! {
+                            _ = tokio::time::sleep(delay) => false,
+                            _ = crate::stopped(stop) => true,
+                        },
+                        None => {
+                            tokio::time::sleep(delay).await;
+                            false
+                        }
+                    };
+                    if stopped {
+                        return Err(TailerError::Interrupted);
+                    }
+                }
+                Err(code) => {
                     return Err(TailerError::Delivery {
-                        topic: name,
+                        topic: topic.to_owned(),
                         reason: format!("could not create the topic: {code}"),
                     })
                 }
@@ -233,6 +272,25 @@ impl Sink for KafkaSink {
             }
         }
     }
+}
+
+/// Error codes that mean "the broker is away or busy", not "the request is wrong".
+fn broker_unavailable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::OperationTimedOut
+            | C::RequestTimedOut
+            | C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::NotController
+            | C::LeaderNotAvailable
+            | C::NetworkException
+            | C::BrokerNotAvailable
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator
+            | C::Resolve
+    )
 }
 
 /// An in-memory sink for unit tests: records are kept, acks sent at once or held back.

@@ -46,6 +46,19 @@ pub enum SourceEvent {
     },
 }
 
+impl SourceEvent {
+    /// A name for logs (never the content).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceEvent::Begin { .. } => "begin",
+            SourceEvent::Data(_) => "data",
+            SourceEvent::Commit { .. } => "commit",
+            SourceEvent::Message { .. } => "message",
+            SourceEvent::Keepalive { .. } => "keepalive",
+        }
+    }
+}
+
 /// The IO seam in front of PostgreSQL.
 pub trait Source: Send {
     /// The next event. Must be cancel-safe: it is raced against acks and shutdown.

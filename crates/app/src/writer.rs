@@ -1,0 +1,486 @@
+//! The outbox writer: record events inside the caller's own transaction.
+//!
+//! ```text
+//!   BEGIN
+//!     INSERT INTO orders …            ← the caller's business write
+//!     emit(&tx, &event)               ← INSERT INTO outbox …   (or emit_message: a WAL message)
+//!   COMMIT                            ← both become visible together, or neither does
+//! ```
+//!
+//! Nothing here opens or commits a transaction: pass a [`tokio_postgres::Transaction`] (or a
+//! client already inside `BEGIN`) and the event shares its fate. Event ids are UUID v7 (time
+//! ordered, so the primary-key index stays append-mostly) unless the caller gives one.
+//!
+//! [`emit_message`] writes no row at all: `pg_logical_emit_message(true, prefix, envelope)`
+//! puts a transactional message in the WAL that the tailer publishes like a row when it is
+//! configured with the same prefix. The envelope keys are the outbox column names.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::error::{AppError, Result};
+
+/// The table [`emit`] writes to.
+pub const DEFAULT_OUTBOX_TABLE: &str = "outbox";
+
+/// The prefix [`emit_message`] uses unless told otherwise; the tailer's must match.
+pub const DEFAULT_MESSAGE_PREFIX: &str = "outbox";
+
+/// One event to record. Build with [`NewEvent::new`] and the `with_*` methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// The event id; a UUID v7 is generated when `None`.
+    pub id: Option<Uuid>,
+    /// Routes the event (default topic `outbox.event.<aggregate_type>`).
+    pub aggregate_type: String,
+    /// The Kafka key: events of one aggregate stay in order.
+    pub aggregate_id: String,
+    /// What happened, e.g. `OrderCreated`.
+    pub event_type: String,
+    /// The record value, published unchanged.
+    pub payload: Value,
+    /// Extra record headers: a JSON object, or `None`.
+    pub headers: Option<Value>,
+}
+
+impl NewEvent {
+    /// An event with a generated id and no headers.
+    pub fn new(
+        aggregate_type: impl Into<String>,
+        aggregate_id: impl Into<String>,
+        event_type: impl Into<String>,
+        payload: Value,
+    ) -> NewEvent {
+        NewEvent {
+            id: None,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: aggregate_id.into(),
+            event_type: event_type.into(),
+            payload,
+            headers: None,
+        }
+    }
+
+    /// Use this id instead of a generated one (e.g. to make a retry idempotent).
+    pub fn with_id(mut self, id: Uuid) -> NewEvent {
+        self.id = Some(id);
+        self
+    }
+
+    /// Attach headers; they must be a JSON object.
+    pub fn with_headers(mut self, headers: Value) -> NewEvent {
+        self.headers = Some(headers);
+        self
+    }
+
+    fn id_or_new(&self) -> Uuid {
+        self.id.unwrap_or_else(Uuid::now_v7)
+    }
+
+    fn check_headers(&self) -> Result<()> {
+        match &self.headers {
+            None | Some(Value::Object(_)) | Some(Value::Null) => Ok(()),
+            Some(other) => Err(AppError::InvalidHeaders {
+                kind: json_kind(other),
+            }),
+        }
+    }
+
+    /// Headers as stored: JSON `null` and absent are the same thing.
+    fn stored_headers(&self) -> Option<&Value> {
+        self.headers.as_ref().filter(|h| !h.is_null())
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The content of an [`emit_message`] message, as the tailer parses it:
+/// `{"id", "aggregatetype", "aggregateid", "type", "payload", "headers"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageEnvelope {
+    pub id: Uuid,
+    pub aggregatetype: String,
+    pub aggregateid: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub payload: Value,
+    /// A JSON object or `null`.
+    pub headers: Option<Value>,
+}
+
+impl MessageEnvelope {
+    /// The envelope of `event` with the given id.
+    pub fn new(id: Uuid, event: &NewEvent) -> Result<MessageEnvelope> {
+        event.check_headers()?;
+        Ok(MessageEnvelope {
+            id,
+            aggregatetype: event.aggregate_type.clone(),
+            aggregateid: event.aggregate_id.clone(),
+            event_type: event.event_type.clone(),
+            payload: event.payload.clone(),
+            headers: event.stored_headers().cloned(),
+        })
+    }
+
+    /// The JSON text written into the WAL.
+    pub fn to_json(&self) -> String {
+        // Serialising this struct cannot fail: string keys, no non-finite floats in `Value`.
+        serde_json::to_string(self).expect("envelope serialises")
+    }
+}
+
+/// A validated outbox table name, `table` or `schema.table`, quoted when used in SQL so its
+/// case is kept exactly as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxTable {
+    schema: Option<String>,
+    table: String,
+}
+
+impl OutboxTable {
+    /// Parses `table` or `schema.table`; each part is 1–63 ASCII letters, digits, `_` or `$`,
+    /// not starting with a digit or `$`.
+    pub fn new(name: &str) -> Result<OutboxTable> {
+        let invalid = || AppError::InvalidIdentifier {
+            name: name.to_owned(),
+        };
+        let mut parts = name.split('.');
+        let (first, second) = (parts.next(), parts.next());
+        if parts.next().is_some() {
+            return Err(invalid());
+        }
+        let valid = |part: &str| is_identifier(part).then(|| part.to_owned());
+        match (first, second) {
+            (Some(table), None) => Ok(OutboxTable {
+                schema: None,
+                table: valid(table).ok_or_else(invalid)?,
+            }),
+            (Some(schema), Some(table)) => Ok(OutboxTable {
+                schema: Some(valid(schema).ok_or_else(invalid)?),
+                table: valid(table).ok_or_else(invalid)?,
+            }),
+            _ => Err(invalid()),
+        }
+    }
+
+    /// The name as SQL: `"schema"."table"` or `"table"`.
+    pub fn quoted(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("\"{schema}\".\"{}\"", self.table),
+            None => format!("\"{}\"", self.table),
+        }
+    }
+}
+
+impl Default for OutboxTable {
+    fn default() -> OutboxTable {
+        OutboxTable {
+            schema: None,
+            table: DEFAULT_OUTBOX_TABLE.to_owned(),
+        }
+    }
+}
+
+impl std::str::FromStr for OutboxTable {
+    type Err = AppError;
+
+    fn from_str(s: &str) -> Result<OutboxTable> {
+        OutboxTable::new(s)
+    }
+}
+
+impl std::fmt::Display for OutboxTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.quoted())
+    }
+}
+
+/// Whether `s` is an identifier that needs no escaping inside double quotes.
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    s.len() <= 63
+        && (first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+/// Writes events to one outbox table; [`emit`] and [`emit_many`] use the default `outbox`.
+#[derive(Debug, Clone)]
+pub struct OutboxWriter {
+    table: OutboxTable,
+    insert_one: String,
+    insert_many: String,
+}
+
+impl OutboxWriter {
+    pub fn new(table: OutboxTable) -> OutboxWriter {
+        let t = table.quoted();
+        OutboxWriter {
+            insert_one: format!(
+                "INSERT INTO {t} (id, aggregatetype, aggregateid, type, payload, headers) \
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            ),
+            // unnest keeps array order, so rows reach the WAL in the order given.
+            insert_many: format!(
+                "INSERT INTO {t} (id, aggregatetype, aggregateid, type, payload, headers) \
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                 $5::jsonb[], $6::jsonb[])"
+            ),
+            table,
+        }
+    }
+
+    pub fn table(&self) -> &OutboxTable {
+        &self.table
+    }
+
+    /// Inserts one event in the client's current transaction; returns its id.
+    pub async fn emit(&self, client: &impl GenericClient, event: &NewEvent) -> Result<Uuid> {
+        event.check_headers()?;
+        let id = event.id_or_new();
+        client
+            .execute(
+                &self.insert_one,
+                &[
+                    &id,
+                    &event.aggregate_type,
+                    &event.aggregate_id,
+                    &event.event_type,
+                    &event.payload,
+                    &event.stored_headers(),
+                ],
+            )
+            .await
+            .map_err(AppError::pg("inserting an outbox event"))?;
+        Ok(id)
+    }
+
+    /// Inserts events in one statement, in order, in the client's current transaction;
+    /// returns their ids in the same order.
+    pub async fn emit_many(
+        &self,
+        client: &impl GenericClient,
+        events: &[NewEvent],
+    ) -> Result<Vec<Uuid>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        for event in events {
+            event.check_headers()?;
+        }
+        let ids: Vec<Uuid> = events.iter().map(NewEvent::id_or_new).collect();
+        let column = |f: fn(&NewEvent) -> &String| events.iter().map(f).collect::<Vec<_>>();
+        let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+        let headers: Vec<Option<&Value>> = events.iter().map(NewEvent::stored_headers).collect();
+        client
+            .execute(
+                &self.insert_many,
+                &[
+                    &ids,
+                    &column(|e| &e.aggregate_type),
+                    &column(|e| &e.aggregate_id),
+                    &column(|e| &e.event_type),
+                    &payloads,
+                    &headers,
+                ],
+            )
+            .await
+            .map_err(AppError::pg("inserting outbox events"))?;
+        Ok(ids)
+    }
+}
+
+impl Default for OutboxWriter {
+    fn default() -> OutboxWriter {
+        OutboxWriter::new(OutboxTable::default())
+    }
+}
+
+/// Inserts one event into `outbox` in the client's current transaction; returns its id.
+pub async fn emit(client: &impl GenericClient, event: &NewEvent) -> Result<Uuid> {
+    OutboxWriter::default().emit(client, event).await
+}
+
+/// Inserts events into `outbox`, in order, in the client's current transaction.
+pub async fn emit_many(client: &impl GenericClient, events: &[NewEvent]) -> Result<Vec<Uuid>> {
+    OutboxWriter::default().emit_many(client, events).await
+}
+
+/// Writes the event as a transactional logical decoding message with `prefix` (no table);
+/// it is decoded only if the client's current transaction commits. Returns the event id.
+pub async fn emit_message(
+    client: &impl GenericClient,
+    prefix: &str,
+    event: &NewEvent,
+) -> Result<Uuid> {
+    let id = event.id_or_new();
+    let content = MessageEnvelope::new(id, event)?.to_json();
+    client
+        .execute(
+            "SELECT pg_logical_emit_message(true, $1::text, $2::text)",
+            &[&prefix, &content],
+        )
+        .await
+        .map_err(AppError::pg("emitting an outbox message"))?;
+    Ok(id)
+}
+
+/// Writes events as transactional logical decoding messages with `prefix`, in order, in one
+/// statement; returns their ids in the same order.
+pub async fn emit_messages(
+    client: &impl GenericClient,
+    prefix: &str,
+    events: &[NewEvent],
+) -> Result<Vec<Uuid>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = events.iter().map(NewEvent::id_or_new).collect();
+    let contents = ids
+        .iter()
+        .zip(events)
+        .map(|(id, event)| Ok(MessageEnvelope::new(*id, event)?.to_json()))
+        .collect::<Result<Vec<String>>>()?;
+    // Volatile target-list functions run after the sort, so messages follow array order.
+    client
+        .execute(
+            "SELECT pg_logical_emit_message(true, $1::text, m.content) \
+             FROM unnest($2::text[]) WITH ORDINALITY AS m(content, n) ORDER BY m.n",
+            &[&prefix, &contents],
+        )
+        .await
+        .map_err(AppError::pg("emitting outbox messages"))?;
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event() -> NewEvent {
+        NewEvent::new(
+            "order",
+            "o-1",
+            "OrderCreated",
+            json!({"amount_cents": 4200}),
+        )
+    }
+
+    #[test]
+    fn envelope_has_the_outbox_column_names() {
+        let id = Uuid::parse_str("0190f7a8-1111-7000-8000-000000000001").unwrap();
+        let e = event().with_headers(json!({"trace": "t-1"}));
+        let text = MessageEnvelope::new(id, &e).unwrap().to_json();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            parsed,
+            json!({
+                "id": "0190f7a8-1111-7000-8000-000000000001",
+                "aggregatetype": "order",
+                "aggregateid": "o-1",
+                "type": "OrderCreated",
+                "payload": {"amount_cents": 4200},
+                "headers": {"trace": "t-1"},
+            })
+        );
+    }
+
+    #[test]
+    fn envelope_without_headers_has_null_headers() {
+        let text = MessageEnvelope::new(Uuid::nil(), &event())
+            .unwrap()
+            .to_json();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["headers"], Value::Null);
+        assert!(parsed.as_object().unwrap().contains_key("headers"));
+    }
+
+    #[test]
+    fn envelope_round_trips() {
+        let env = MessageEnvelope::new(Uuid::now_v7(), &event()).unwrap();
+        let back: MessageEnvelope = serde_json::from_str(&env.to_json()).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn envelope_keeps_any_payload_json() {
+        for payload in [json!(null), json!("text"), json!([1, 2]), json!(1.5)] {
+            let mut e = event();
+            e.payload = payload.clone();
+            let text = MessageEnvelope::new(Uuid::nil(), &e).unwrap().to_json();
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed["payload"], payload);
+        }
+    }
+
+    #[test]
+    fn headers_must_be_an_object() {
+        let e = event().with_headers(json!(["not", "an", "object"]));
+        assert!(matches!(
+            MessageEnvelope::new(Uuid::nil(), &e),
+            Err(AppError::InvalidHeaders { kind: "an array" })
+        ));
+        let null_headers = event().with_headers(Value::Null);
+        assert_eq!(
+            MessageEnvelope::new(Uuid::nil(), &null_headers)
+                .unwrap()
+                .headers,
+            None
+        );
+    }
+
+    #[test]
+    fn given_id_is_kept_and_missing_id_is_generated() {
+        let id = Uuid::new_v4();
+        assert_eq!(event().with_id(id).id_or_new(), id);
+        let generated = event().id_or_new();
+        assert_eq!(generated.get_version_num(), 7);
+    }
+
+    #[test]
+    fn table_names_are_validated_and_quoted() {
+        assert_eq!(OutboxTable::new("outbox").unwrap().quoted(), "\"outbox\"");
+        assert_eq!(
+            OutboxTable::new("public.Outbox_2").unwrap().quoted(),
+            "\"public\".\"Outbox_2\""
+        );
+        assert_eq!(OutboxTable::default().quoted(), "\"outbox\"");
+        assert!(OutboxTable::new("_t$1").is_ok());
+        for bad in [
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a.b.c",
+            "1abc",
+            "$abc",
+            "out box",
+            "outbox\"; DROP TABLE orders; --",
+            "ünïcode",
+            &"x".repeat(64),
+        ] {
+            assert!(
+                matches!(
+                    OutboxTable::new(bad),
+                    Err(AppError::InvalidIdentifier { .. })
+                ),
+                "{bad:?} should be rejected"
+            );
+        }
+        assert!(OutboxTable::new(&"x".repeat(63)).is_ok());
+    }
+}
