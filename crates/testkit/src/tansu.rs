@@ -41,6 +41,11 @@ impl TansuBroker {
         TansuBroker::start_with(TansuStorage::Memory).await
     }
 
+    /// True when a tansu binary can be found (`TANSU_BIN`, PATH, `~/.cargo/bin`).
+    pub fn installed() -> bool {
+        find_tansu().is_ok()
+    }
+
     pub async fn start_with(storage: TansuStorage) -> anyhow::Result<TansuBroker> {
         tokio::task::spawn_blocking(move || TansuBroker::start_blocking(storage))
             .await
