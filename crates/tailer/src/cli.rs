@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::config::{Cli, Command, LogFormat};
+use crate::config::{AnyCommand, Command, CommandLine, LogFormat, PeekArgs, StatusArgs};
+use crate::error::TailerError;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
@@ -34,7 +35,7 @@ async fn shutdown_signal() {
 /// Run the command line in `std::env::args()`; the exit code is 2 for bad configuration, 1 for
 /// any other failure.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = CommandLine::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -45,18 +46,22 @@ pub fn main() -> ExitCode {
     rt.block_on(main_async(cli))
 }
 
-async fn main_async(cli: Cli) -> ExitCode {
+async fn main_async(cli: CommandLine) -> ExitCode {
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Setup(args) => match args.db.file().and_then(|f| args.db.resolve(&f)) {
-            Ok(source) => crate::setup::setup(&source).await.map(|report| {
-                for action in report.actions {
-                    println!("{action}");
-                }
-            }),
-            Err(e) => Err(e),
-        },
-        Command::Run(args) => match args.resolve() {
+        AnyCommand::Status(args) => status(&args).await,
+        AnyCommand::Peek(args) => peek(&args).await,
+        AnyCommand::Core(Command::Setup(args)) => {
+            match args.db.file().and_then(|f| args.db.resolve(&f)) {
+                Ok(source) => crate::setup::setup(&source).await.map(|report| {
+                    for action in report.actions {
+                        println!("{action}");
+                    }
+                }),
+                Err(e) => Err(e),
+            }
+        }
+        AnyCommand::Core(Command::Run(args)) => match args.resolve() {
             Ok(config) => crate::run(config, shutdown_signal()).await.map(|_| ()),
             Err(e) => Err(e),
         },
@@ -73,4 +78,39 @@ async fn main_async(cli: Cli) -> ExitCode {
             })
         }
     }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, TailerError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| TailerError::Config(format!("cannot print JSON: {e}")))
+}
+
+async fn status(args: &StatusArgs) -> Result<(), TailerError> {
+    let file = args.db.file()?;
+    let source = args.db.resolve(&file)?;
+    let thresholds = args.thresholds.resolve(&file);
+    let status = crate::ops::status::status(&source, thresholds).await?;
+    if args.json {
+        println!("{}", to_json(&status)?);
+    } else {
+        print!("{}", crate::ops::status::render(&status));
+    }
+    Ok(())
+}
+
+async fn peek(args: &PeekArgs) -> Result<(), TailerError> {
+    let config = args.run.resolve()?;
+    let opts = crate::ops::peek::PeekOptions {
+        route: config.route.clone(),
+        message_prefix: config.message_prefix.clone(),
+        limit: args.limit,
+        show_payload: args.show_payload,
+    };
+    let report = crate::ops::peek::peek(&config.source, &opts).await?;
+    if args.json {
+        println!("{}", to_json(&report)?);
+    } else {
+        print!("{}", crate::ops::peek::render(&report));
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! Secrets (the PostgreSQL password, `sasl.password`/`ssl.key.password` Kafka options) never
 //! appear in `Debug` output, logs, or `--help`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +29,116 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+// The binary's whole command line: `Cli`'s `run` and `setup` plus the operator commands
+// (`status`, `peek`). `Cli` stays the embeddable subset (tests and the demo build a `run`
+// configuration from it).
+/// Tails PostgreSQL's WAL and publishes transactional-outbox events to Kafka.
+///
+/// Events are read from a logical replication slot (pgoutput), published in commit order
+/// (key = aggregate id), and the slot is advanced only after Kafka acknowledged them.
+/// First time: `outbox-tailer setup` creates the publication and the slot; then
+/// `outbox-tailer run`. On call: `outbox-tailer status` and `outbox-tailer peek`.
+#[derive(Debug, Parser)]
+#[command(name = "outbox-tailer", version, propagate_version = true)]
+pub struct CommandLine {
+    /// Log format.
+    #[arg(long, env = "OUTBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: AnyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnyCommand {
+    #[command(flatten)]
+    Core(Command),
+    /// Show the slot, its lag and WAL retention, the publication, and a verdict with what to do.
+    Status(StatusArgs),
+    /// Show the events waiting in the slot, routed as they would be published, without
+    /// consuming them (reads a temporary copy of the slot; the slot itself never moves).
+    Peek(PeekArgs),
+}
+
+/// When `status` and the running tailer's slot watchdog call a slot lagging or at risk.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ThresholdArgs {
+    /// Lag (bytes of WAL behind the server's current position) above which the slot is
+    /// "lagging" [default: 67108864 = 64 MiB].
+    #[arg(long, env = "OUTBOX_LAG_WARN_BYTES")]
+    pub lag_warn_bytes: Option<u64>,
+
+    /// `safe_wal_size` (bytes of WAL that may still be written before PostgreSQL invalidates
+    /// the slot) below which the slot is "at risk of invalidation" [default: 1073741824 = 1 GiB].
+    #[arg(long, env = "OUTBOX_SAFE_WAL_WARN_BYTES")]
+    pub safe_wal_warn_bytes: Option<u64>,
+}
+
+impl ThresholdArgs {
+    pub fn resolve(&self, file: &FileConfig) -> SlotThresholds {
+        let d = SlotThresholds::default();
+        SlotThresholds {
+            lag_warn_bytes: self
+                .lag_warn_bytes
+                .or(file.lag_warn_bytes)
+                .unwrap_or(d.lag_warn_bytes),
+            safe_wal_warn_bytes: self
+                .safe_wal_warn_bytes
+                .or(file.safe_wal_warn_bytes)
+                .unwrap_or(d.safe_wal_warn_bytes),
+        }
+    }
+}
+
+/// Resolved [`ThresholdArgs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotThresholds {
+    pub lag_warn_bytes: u64,
+    pub safe_wal_warn_bytes: u64,
+}
+
+impl Default for SlotThresholds {
+    fn default() -> Self {
+        SlotThresholds {
+            lag_warn_bytes: 64 << 20,
+            safe_wal_warn_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    /// The routing flags of `run` (topic template, columns, message prefix, …), so events are
+    /// shown exactly as `run` would publish them.
+    #[command(flatten)]
+    pub run: Box<RunArgs>,
+
+    /// Show at most this many events.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+
+    /// Also print each event's payload (off by default: payloads may hold personal data).
+    #[arg(long)]
+    pub show_payload: bool,
+
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -176,6 +287,24 @@ pub struct RunArgs {
     /// Milliseconds between status updates to PostgreSQL [default: 1000].
     #[arg(long, env = "OUTBOX_STATUS_INTERVAL_MS")]
     pub status_interval_ms: Option<u64>,
+
+    /// Serve Prometheus metrics on `/metrics`, liveness on `/healthz` and readiness on
+    /// `/readyz` at this address, e.g. `127.0.0.1:9187` [default: off].
+    #[arg(long, env = "OUTBOX_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// `/readyz` fails when events are in flight and nothing was confirmed for this many
+    /// seconds [default: 60].
+    #[arg(long, env = "OUTBOX_READY_MAX_STALL_SECS")]
+    pub ready_max_stall_secs: Option<u64>,
+
+    /// Milliseconds between checks of the slot (lag, `safe_wal_size`, invalidation) while
+    /// running [default: 10000].
+    #[arg(long, env = "OUTBOX_SLOT_CHECK_INTERVAL_MS")]
+    pub slot_check_interval_ms: Option<u64>,
+
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 /// The TOML file: every field optional, unknown keys rejected.
@@ -211,6 +340,11 @@ pub struct FileConfig {
     pub topic_partitions: Option<i32>,
     pub shutdown_timeout_secs: Option<u64>,
     pub status_interval_ms: Option<u64>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub ready_max_stall_secs: Option<u64>,
+    pub slot_check_interval_ms: Option<u64>,
+    pub lag_warn_bytes: Option<u64>,
+    pub safe_wal_warn_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -340,6 +474,13 @@ pub struct TailerConfig {
     pub create_slot: bool,
     pub shutdown_timeout: Duration,
     pub status_interval: Duration,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz` (none: no HTTP endpoint).
+    pub metrics_addr: Option<SocketAddr>,
+    /// `/readyz` fails when events are in flight and nothing was confirmed for this long.
+    pub ready_max_stall: Duration,
+    /// How often the slot watchdog looks at the slot.
+    pub slot_check_interval: Duration,
+    pub thresholds: SlotThresholds,
 }
 
 impl DatabaseArgs {
@@ -511,6 +652,20 @@ impl RunArgs {
                     .or(file.status_interval_ms)
                     .unwrap_or(1000),
             )?),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            ready_max_stall: Duration::from_secs(positive(
+                "ready_max_stall_secs",
+                self.ready_max_stall_secs
+                    .or(file.ready_max_stall_secs)
+                    .unwrap_or(60),
+            )?),
+            slot_check_interval: Duration::from_millis(positive(
+                "slot_check_interval_ms",
+                self.slot_check_interval_ms
+                    .or(file.slot_check_interval_ms)
+                    .unwrap_or(10_000),
+            )?),
+            thresholds: self.thresholds.resolve(&file),
         })
     }
 }

@@ -54,6 +54,10 @@ pub enum TailerError {
     #[error("interrupted by shutdown while waiting for the broker")]
     Interrupted,
 
+    /// The slot watchdog found the slot invalidated; the message holds the recovery steps.
+    #[error("{0}")]
+    SlotInvalidated(String),
+
     #[error("kafka: {context}: {source}")]
     Kafka {
         context: &'static str,
@@ -69,6 +73,22 @@ impl TailerError {
             TailerError::Replication { transient, .. } => *transient,
             TailerError::Postgres { source, .. } => postgres_is_transient(source),
             _ => false,
+        }
+    }
+
+    /// A label for the `outbox_tailer_errors_total{kind}` metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TailerError::Config(_) => "config",
+            TailerError::Preflight(_) => "preflight",
+            TailerError::Replication { .. } => "replication",
+            TailerError::Postgres { .. } => "postgres",
+            TailerError::Decode(_) => "decode",
+            TailerError::Unroutable { .. } => "unroutable",
+            TailerError::Delivery { .. } => "delivery",
+            TailerError::Interrupted => "interrupted",
+            TailerError::SlotInvalidated(_) => "slot_invalidated",
+            TailerError::Kafka { .. } => "kafka",
         }
     }
 

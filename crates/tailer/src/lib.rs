@@ -15,15 +15,19 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod names;
+pub mod ops;
 pub mod pipeline;
 pub mod progress;
 pub mod route;
 pub mod setup;
 pub mod sink;
 pub mod source;
+pub mod watchdog;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -34,6 +38,7 @@ pub use pipeline::Stats;
 
 use crate::backoff::Backoff;
 use crate::events::EventDecoder;
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, StreamEnd, Window};
 use crate::route::Router;
 use crate::sink::KafkaSink;
@@ -41,23 +46,68 @@ use crate::source::{PgSource, Source};
 
 /// Stream until `shutdown` completes (then finish the open transaction, wait for acks, confirm,
 /// and return) or a fatal error. Transient errors reconnect with backoff and jitter.
+///
+/// With `metrics_addr` set, `/metrics`, `/healthz` and `/readyz` are served for as long as
+/// this runs. The slot watchdog checks the slot every `slot_check_interval`; when it finds
+/// the slot invalidated, the tailer stops like on shutdown and returns
+/// [`TailerError::SlotInvalidated`] with the recovery steps.
 pub async fn run(
     config: TailerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stats, TailerError> {
+    let metrics = Arc::new(Metrics::new());
+    let _server = match config.metrics_addr {
+        Some(addr) => {
+            Some(metrics::serve(addr, Arc::clone(&metrics), config.ready_max_stall).await?)
+        }
+        None => None,
+    };
     let (stop_tx, mut stop) = watch::channel(false);
-    let stopper = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let result = run_until(config, &mut stop).await;
+    let stop_tx = Arc::new(stop_tx);
+    let stopper = {
+        let stop_tx = Arc::clone(&stop_tx);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+    };
+    let watchdog = {
+        let (source, thresholds, interval) = (
+            config.source.clone(),
+            config.thresholds,
+            config.slot_check_interval,
+        );
+        let metrics = Arc::clone(&metrics);
+        let stop_tx = Arc::clone(&stop_tx);
+        tokio::spawn(async move {
+            let reason = watchdog::watch(source, thresholds, interval, metrics).await;
+            tracing::error!(reason = %reason, "slot invalidated, stopping");
+            let _ = stop_tx.send(true);
+            reason
+        })
+    };
+    let result = run_until(config, &mut stop, &metrics).await;
     stopper.abort();
-    result
+    metrics.streaming.set(0);
+    let invalidated = if watchdog.is_finished() {
+        watchdog.await.ok()
+    } else {
+        watchdog.abort();
+        None
+    };
+    if let Err(e) = &result {
+        metrics.error(e.kind());
+    }
+    match invalidated {
+        Some(reason) => Err(TailerError::SlotInvalidated(reason)),
+        None => result,
+    }
 }
 
 async fn run_until(
     config: TailerConfig,
     stop: &mut watch::Receiver<bool>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Stats, TailerError> {
     let slot = setup::preflight(&config.source, config.create_slot).await?;
     tracing::info!(
@@ -90,7 +140,8 @@ async fn run_until(
         window,
         slot.confirmed_flush_lsn,
     )
-    .with_message_prefix(config.message_prefix.clone());
+    .with_message_prefix(config.message_prefix.clone())
+    .with_metrics(Arc::clone(metrics));
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let mut first = true;
 
@@ -111,6 +162,7 @@ async fn run_until(
             Ok(source) => source,
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "cannot start replication, retrying");
+                metrics.error(e.kind());
                 if wait_or_stop(backoff.next_delay(), stop).await {
                     return Ok(pipeline.stats);
                 }
@@ -119,6 +171,7 @@ async fn run_until(
             Err(e) => return Err(e),
         };
         tracing::info!(start = %start, "streaming");
+        metrics.streaming.set(1);
         backoff.reset();
         let streamed = match pipeline
             .stream(&mut source, stop, config.shutdown_timeout)
@@ -148,6 +201,9 @@ async fn run_until(
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "replication stream lost, reconnecting");
+                metrics.streaming.set(0);
+                metrics.error(e.kind());
+                metrics.reconnects.inc();
                 pipeline.stats.reconnects += 1;
                 pipeline.reset_stream();
                 // Acks of what was already handed to Kafka still count: wait for them so the

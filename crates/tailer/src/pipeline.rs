@@ -4,6 +4,8 @@
 //! new input is read, and input is read only while the in-flight window (events and bytes) has
 //! room. Memory is bounded by that window, never by transaction size.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgoutput::Lsn;
@@ -11,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::TailerError;
 use crate::events::{Decoded, EventDecoder};
+use crate::metrics::Metrics;
 use crate::progress::AckTracker;
 use crate::route::{Router, TxnPosition};
 use crate::sink::{Ack, Sink};
@@ -58,6 +61,10 @@ pub struct Pipeline<K: Sink> {
     window: Window,
     txn: Option<OpenTxn>,
     message_prefix: Option<String>,
+    metrics: Arc<Metrics>,
+    /// `(Commit.end_lsn, commit time in Unix µs)` of committed, not yet confirmed
+    /// transactions: what the lag in seconds is measured from once they confirm.
+    committed: VecDeque<(Lsn, i64)>,
     pub stats: Stats,
 }
 
@@ -79,8 +86,16 @@ impl<K: Sink> Pipeline<K> {
             window,
             txn: None,
             message_prefix: None,
+            metrics: Arc::new(Metrics::new()),
+            committed: VecDeque::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Report into these metrics (each pipeline has its own otherwise).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Also publish logical decoding messages written with this prefix.
@@ -130,13 +145,14 @@ impl<K: Sink> Pipeline<K> {
                     self.abandon_open();
                     return Ok(StreamEnd::Shutdown);
                 }
-                Some(ack) = self.acks.recv() => self.on_ack(ack, source)?,
+                Some(ack) = self.acks.recv() => self.on_ack(ack, Some(&mut *source))?,
                 event = source.next(), if room => self.on_event(event?, source).await?,
             }
         }
     }
 
-    fn on_ack<S: Source>(&mut self, ack: Ack, source: &mut S) -> Result<(), TailerError> {
+    /// `source` is `None` when the connection is gone (acks still move the durable LSN).
+    fn on_ack<S: Source>(&mut self, ack: Ack, source: Option<&mut S>) -> Result<(), TailerError> {
         if let Err(failure) = ack.result {
             return Err(TailerError::Delivery {
                 topic: failure.topic,
@@ -144,10 +160,42 @@ impl<K: Sink> Pipeline<K> {
             });
         }
         self.stats.events_acked += 1;
-        if let Some(lsn) = self.tracker.acked(ack.ticket) {
-            source.confirm(lsn);
+        self.metrics.events_acked.inc();
+        self.metrics
+            .publish_latency
+            .observe(ack.ticket.handed_over.elapsed().as_secs_f64());
+        let confirmed = self.tracker.acked(ack.ticket);
+        self.update_in_flight();
+        if let Some(lsn) = confirmed {
+            self.confirm(source, lsn);
         }
         Ok(())
+    }
+
+    /// Pass a new durable LSN to the source and the metrics.
+    fn confirm<S: Source>(&mut self, source: Option<&mut S>, lsn: Lsn) {
+        if let Some(source) = source {
+            source.confirm(lsn);
+        }
+        let mut newest = None;
+        while let Some(&(end, time)) = self.committed.front() {
+            if end > lsn {
+                break;
+            }
+            newest = Some(time);
+            self.committed.pop_front();
+        }
+        self.metrics.confirmed(lsn, newest);
+    }
+
+    fn update_in_flight(&self) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.metrics
+            .in_flight_events
+            .set(clamp(self.tracker.in_flight_events()));
+        self.metrics
+            .in_flight_bytes
+            .set(clamp(self.tracker.in_flight_bytes()));
     }
 
     async fn on_event<S: Source>(
@@ -163,6 +211,7 @@ impl<K: Sink> Pipeline<K> {
                 commit_time,
             } => {
                 self.tracker.begin();
+                self.metrics.transaction_started();
                 self.txn = Some(OpenTxn {
                     position: TxnPosition {
                         commit_lsn: final_lsn,
@@ -179,15 +228,22 @@ impl<K: Sink> Pipeline<K> {
                 }
             }
             SourceEvent::Commit { end_lsn, .. } => {
-                self.txn = None;
+                if let Some(txn) = self.txn.take() {
+                    self.committed
+                        .push_back((end_lsn, txn.position.commit_time.unix_micros()));
+                }
                 self.stats.transactions += 1;
+                self.metrics.transactions.inc();
                 if let Some(lsn) = self.tracker.commit(end_lsn) {
-                    source.confirm(lsn);
+                    self.confirm(Some(source), lsn);
                 }
             }
             SourceEvent::Keepalive { wal_end } => {
                 if let Some(lsn) = self.tracker.keepalive(wal_end) {
-                    source.confirm(lsn);
+                    self.confirm(Some(&mut *source), lsn);
+                }
+                if self.tracker.is_idle() {
+                    self.metrics.caught_up();
                 }
             }
             SourceEvent::Message {
@@ -204,6 +260,7 @@ impl<K: Sink> Pipeline<K> {
                 let standalone = !transactional && self.txn.is_none();
                 if standalone {
                     self.tracker.begin();
+                    self.metrics.transaction_started();
                     self.txn = Some(OpenTxn {
                         position: TxnPosition {
                             commit_lsn: lsn,
@@ -220,9 +277,12 @@ impl<K: Sink> Pipeline<K> {
                     Err((row, reason)) => self.publish(row, Some(reason)).await?,
                 }
                 if standalone {
-                    self.txn = None;
+                    if let Some(txn) = self.txn.take() {
+                        self.committed
+                            .push_back((lsn, txn.position.commit_time.unix_micros()));
+                    }
                     if let Some(lsn) = self.tracker.commit(lsn) {
-                        source.confirm(lsn);
+                        self.confirm(Some(source), lsn);
                     }
                 }
             }
@@ -245,33 +305,14 @@ impl<K: Sink> Pipeline<K> {
         let seq = txn.next_seq;
         txn.next_seq += 1;
         let position = txn.position;
-        let routed = match malformed {
-            Some(reason) => Err(crate::route::Unroutable { reason }),
-            None => self.router.route(&row, &position, seq),
-        };
-        let record = match routed {
-            Ok(record) => record,
-            Err(unroutable) => {
-                let event_id = Router::event_id(&row);
-                match self
-                    .router
-                    .dead_letter(&row, &position, seq, &unroutable.reason)
-                {
-                    Some(record) => {
-                        tracing::warn!(event_id = %event_id, lsn = %position.commit_lsn, reason = %unroutable.reason, "unroutable outbox row sent to the dead-letter topic");
-                        self.stats.dead_lettered += 1;
-                        record
-                    }
-                    None => {
-                        return Err(TailerError::Unroutable {
-                            event_id,
-                            commit_lsn: position.commit_lsn.to_string(),
-                            reason: unroutable.reason,
-                        })
-                    }
-                }
-            }
-        };
+        let routed = self.router.route_event(&row, &position, seq, malformed)?;
+        if let Some(reason) = &routed.dead_letter_reason {
+            let event_id = Router::event_id(&row);
+            tracing::warn!(event_id = %event_id, lsn = %position.commit_lsn, reason = %reason, "unroutable outbox row sent to the dead-letter topic");
+            self.stats.dead_lettered += 1;
+            self.metrics.dead_lettered.inc();
+        }
+        let record = routed.record;
         let size = u32::try_from(record.size()).unwrap_or(u32::MAX);
         let Some(ticket) = self.tracker.publish(size) else {
             return Err(TailerError::Preflight(
@@ -280,6 +321,9 @@ impl<K: Sink> Pipeline<K> {
         };
         self.sink.send(record, ticket).await?;
         self.stats.events_published += 1;
+        self.metrics.events_published.inc();
+        self.metrics.bytes_published.inc_by(u64::from(size));
+        self.update_in_flight();
         self.stats.peak_in_flight = self
             .stats
             .peak_in_flight
@@ -312,18 +356,7 @@ impl<K: Sink> Pipeline<K> {
                 _ = sleep_until(deadline) => return Ok(false),
             };
             let Some(ack) = ack else { return Ok(false) };
-            if let Err(failure) = ack.result {
-                return Err(TailerError::Delivery {
-                    topic: failure.topic,
-                    reason: failure.reason,
-                });
-            }
-            self.stats.events_acked += 1;
-            if let Some(lsn) = self.tracker.acked(ack.ticket) {
-                if let Some(s) = source.as_deref_mut() {
-                    s.confirm(lsn);
-                }
-            }
+            self.on_ack(ack, source.as_deref_mut())?;
         }
         Ok(true)
     }

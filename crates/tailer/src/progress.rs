@@ -15,6 +15,7 @@
 //! number, assigned in commit order.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use pgoutput::Lsn;
 
@@ -23,6 +24,8 @@ use pgoutput::Lsn;
 pub struct Ticket {
     pub txn: u64,
     pub bytes: u32,
+    /// When the event was handed to the sink (for the publish latency metric).
+    pub handed_over: Instant,
 }
 
 #[derive(Debug)]
@@ -82,7 +85,11 @@ impl AckTracker {
         entry.pending += 1;
         self.in_flight_events += 1;
         self.in_flight_bytes += u64::from(bytes);
-        Some(Ticket { txn: seq, bytes })
+        Some(Ticket {
+            txn: seq,
+            bytes,
+            handed_over: Instant::now(),
+        })
     }
 
     /// The open transaction's Commit arrived; returns a new durable LSN if it moved.
@@ -250,7 +257,12 @@ mod tests {
     #[test]
     fn unknown_or_repeated_tickets_are_ignored() {
         let mut t = AckTracker::new(lsn(0));
-        assert_eq!(t.acked(Ticket { txn: 7, bytes: 1 }), None);
+        let stray = Ticket {
+            txn: 7,
+            bytes: 1,
+            handed_over: Instant::now(),
+        };
+        assert_eq!(t.acked(stray), None);
         t.begin();
         let a = t.publish(1).unwrap();
         t.commit(lsn(10));

@@ -38,6 +38,14 @@ impl Record {
     }
 }
 
+/// What [`Router::route_event`] made of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub record: Record,
+    /// Set when `record` is a dead-letter record: why the event could not be routed.
+    pub dead_letter_reason: Option<String>,
+}
+
 /// The transaction an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxnPosition {
@@ -217,6 +225,42 @@ impl Router {
             ));
         }
         Ok(record)
+    }
+
+    /// Route one event as `run` publishes it: its record, or the dead-letter record (with the
+    /// reason) when it cannot be routed; `malformed` carries the reason when the event could
+    /// not even be read. Without a dead-letter topic an unroutable event is an error.
+    pub fn route_event(
+        &self,
+        row: &OutboxRow,
+        txn: &TxnPosition,
+        seq: u32,
+        malformed: Option<String>,
+    ) -> Result<Routed, TailerError> {
+        let routed = match malformed {
+            Some(reason) => Err(Unroutable { reason }),
+            None => self.route(row, txn, seq),
+        };
+        let unroutable = match routed {
+            Ok(record) => {
+                return Ok(Routed {
+                    record,
+                    dead_letter_reason: None,
+                })
+            }
+            Err(unroutable) => unroutable,
+        };
+        match self.dead_letter(row, txn, seq, &unroutable.reason) {
+            Some(record) => Ok(Routed {
+                record,
+                dead_letter_reason: Some(unroutable.reason),
+            }),
+            None => Err(TailerError::Unroutable {
+                event_id: Self::event_id(row),
+                commit_lsn: txn.commit_lsn.to_string(),
+                reason: unroutable.reason,
+            }),
+        }
     }
 
     /// The dead-letter record for a row that could not be routed: the row's key and payload

@@ -1,0 +1,410 @@
+//! Prometheus metrics and the HTTP endpoint that serves them with the health checks.
+//!
+//! ```text
+//!   pipeline ──counters, gauges, latency──▶ Metrics ◀──lag bytes, safe_wal_size── watchdog
+//!                                              │
+//!        GET /metrics  (text exposition)  ◀────┤
+//!        GET /healthz  (process alive)    ◀────┤
+//!        GET /readyz   (streaming, and confirming when there is something to confirm)
+//! ```
+//!
+//! Each run owns its registry (no global state), so several tailers can live in one process.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::error::TailerError;
+
+/// Every metric of one run, plus what `/readyz` and the lag in seconds are computed from.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub events_published: IntCounter,
+    pub bytes_published: IntCounter,
+    pub events_acked: IntCounter,
+    pub dead_lettered: IntCounter,
+    pub transactions: IntCounter,
+    pub publish_latency: Histogram,
+    pub confirmed_lsn: IntGauge,
+    pub lag_seconds: Gauge,
+    pub in_flight_events: IntGauge,
+    pub in_flight_bytes: IntGauge,
+    pub reconnects: IntCounter,
+    pub errors: IntCounterVec,
+    pub streaming: IntGauge,
+    pub slot_lag_bytes: IntGauge,
+    pub slot_retained_bytes: IntGauge,
+    pub slot_safe_wal_bytes: IntGauge,
+    pub slot_checks: IntCounter,
+    /// Unix µs of the newest point known to be fully confirmed: the commit time of the last
+    /// confirmed transaction, or the moment an idle keepalive showed we were caught up.
+    confirmed_point_us: AtomicI64,
+    /// An idle keepalive arrived and no transaction started since: lag is zero.
+    caught_up: AtomicBool,
+    /// Unix µs of the last time the confirmed LSN moved or the pipeline was seen idle.
+    last_progress_us: AtomicI64,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let publish_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "outbox_tailer_publish_latency_seconds",
+                "Time from handing an event to the Kafka producer to its ack",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(publish_latency.clone()))
+            .expect("unique metric");
+        let lag_seconds = Gauge::with_opts(Opts::new(
+            "outbox_tailer_lag_seconds",
+            "Now minus the commit time of the last confirmed transaction (0 while caught up)",
+        ))
+        .expect("valid metric");
+        r.register(Box::new(lag_seconds.clone()))
+            .expect("unique metric");
+        let errors = IntCounterVec::new(
+            Opts::new("outbox_tailer_errors_total", "Errors, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(errors.clone())).expect("unique metric");
+        let now = now_us();
+        Metrics {
+            events_published: counter(
+                &r,
+                "outbox_tailer_events_published_total",
+                "Events handed to the Kafka producer (dead-letter records included)",
+            ),
+            bytes_published: counter(
+                &r,
+                "outbox_tailer_bytes_published_total",
+                "Bytes of key, value and headers handed to the Kafka producer",
+            ),
+            events_acked: counter(
+                &r,
+                "outbox_tailer_events_acked_total",
+                "Events acknowledged by Kafka",
+            ),
+            dead_lettered: counter(
+                &r,
+                "outbox_tailer_dead_lettered_total",
+                "Unroutable events sent to the dead-letter topic",
+            ),
+            transactions: counter(
+                &r,
+                "outbox_tailer_transactions_total",
+                "Transactions received from the slot",
+            ),
+            publish_latency,
+            confirmed_lsn: gauge(
+                &r,
+                "outbox_tailer_confirmed_lsn",
+                "LSN confirmed to PostgreSQL, as a number (everything before it is in Kafka)",
+            ),
+            lag_seconds,
+            in_flight_events: gauge(
+                &r,
+                "outbox_tailer_in_flight_events",
+                "Events handed to Kafka and not yet acknowledged",
+            ),
+            in_flight_bytes: gauge(
+                &r,
+                "outbox_tailer_in_flight_bytes",
+                "Bytes handed to Kafka and not yet acknowledged",
+            ),
+            reconnects: counter(
+                &r,
+                "outbox_tailer_reconnects_total",
+                "Replication stream reconnects after a transient error",
+            ),
+            errors,
+            streaming: gauge(
+                &r,
+                "outbox_tailer_streaming",
+                "1 while the replication stream is connected",
+            ),
+            slot_lag_bytes: gauge(
+                &r,
+                "outbox_tailer_slot_lag_bytes",
+                "pg_current_wal_lsn() - confirmed_flush_lsn of the slot, at the last slot check",
+            ),
+            slot_retained_bytes: gauge(
+                &r,
+                "outbox_tailer_slot_retained_wal_bytes",
+                "pg_current_wal_lsn() - restart_lsn of the slot: WAL kept for it",
+            ),
+            slot_safe_wal_bytes: gauge(
+                &r,
+                "outbox_tailer_slot_safe_wal_size_bytes",
+                "safe_wal_size of the slot: WAL that may be written before it is invalidated \
+                 (-1 when max_slot_wal_keep_size is unlimited)",
+            ),
+            slot_checks: counter(
+                &r,
+                "outbox_tailer_slot_checks_total",
+                "Slot checks made by the watchdog",
+            ),
+            registry: r,
+            confirmed_point_us: AtomicI64::new(now),
+            caught_up: AtomicBool::new(false),
+            last_progress_us: AtomicI64::new(now),
+        }
+    }
+
+    /// Count an error of `kind` (`replication`, `delivery`, `slot_check`, …).
+    pub fn error(&self, kind: &str) {
+        self.errors.with_label_values(&[kind]).inc();
+    }
+
+    /// The confirmed LSN moved; `commit_time_us` is the commit time of the newest transaction
+    /// now confirmed (none for a keepalive).
+    pub fn confirmed(&self, lsn: pgoutput::Lsn, commit_time_us: Option<i64>) {
+        self.confirmed_lsn
+            .set(i64::try_from(lsn.as_u64()).unwrap_or(i64::MAX));
+        if let Some(t) = commit_time_us {
+            self.confirmed_point_us.fetch_max(t, Ordering::Relaxed);
+        }
+        self.last_progress_us.store(now_us(), Ordering::Relaxed);
+    }
+
+    /// A keepalive arrived with nothing open or in flight: everything sent is confirmed.
+    pub fn caught_up(&self) {
+        let now = now_us();
+        self.confirmed_point_us.fetch_max(now, Ordering::Relaxed);
+        self.last_progress_us.store(now, Ordering::Relaxed);
+        self.caught_up.store(true, Ordering::Relaxed);
+    }
+
+    /// A transaction started: no longer caught up.
+    pub fn transaction_started(&self) {
+        self.caught_up.store(false, Ordering::Relaxed);
+    }
+
+    /// Seconds between now and the newest fully confirmed point.
+    pub fn current_lag_seconds(&self) -> f64 {
+        if self.caught_up.load(Ordering::Relaxed) {
+            return 0.0;
+        }
+        let behind = now_us() - self.confirmed_point_us.load(Ordering::Relaxed);
+        behind.max(0) as f64 / 1e6
+    }
+
+    /// Ready: streaming, and either nothing in flight or the confirmed LSN moved within
+    /// `max_stall`. The reason when not.
+    pub fn readiness(&self, max_stall: Duration) -> Result<(), String> {
+        if self.streaming.get() != 1 {
+            return Err("not streaming from the slot".into());
+        }
+        if self.in_flight_events.get() == 0 {
+            return Ok(());
+        }
+        let since = now_us() - self.last_progress_us.load(Ordering::Relaxed);
+        let stall = Duration::from_micros(u64::try_from(since).unwrap_or(0));
+        if stall > max_stall {
+            return Err(format!(
+                "{} events in flight and nothing confirmed for {}s",
+                self.in_flight_events.get(),
+                stall.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        self.lag_seconds.set(self.current_lag_seconds());
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The running HTTP endpoint; stops when dropped.
+#[derive(Debug)]
+pub struct MetricsServer {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` on `addr`.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    max_stall: Duration,
+) -> Result<MetricsServer, TailerError> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        TailerError::Config(format!(
+            "cannot serve metrics on {addr}: {e} (choose another --metrics-addr)"
+        ))
+    })?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %addr, "serving /metrics, /healthz and /readyz");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = Arc::clone(&metrics);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let metrics = Arc::clone(&metrics);
+                    async move { Ok::<_, Infallible>(respond(&metrics, &req, max_stall)) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "metrics connection ended");
+                }
+            });
+        }
+    });
+    Ok(MetricsServer { addr, task })
+}
+
+fn respond(
+    metrics: &Metrics,
+    req: &Request<Incoming>,
+    max_stall: Duration,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        let mut res = Response::new(Full::new(Bytes::from(body)));
+        *res.status_mut() = status;
+        if let Ok(v) = content_type.parse() {
+            res.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        res
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => match metrics.readiness(max_stall) {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+            Err(reason) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {reason}\n"),
+            ),
+        },
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics, /healthz or /readyz\n".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_family() {
+        let m = Metrics::new();
+        m.events_published.inc();
+        m.error("replication");
+        m.publish_latency.observe(0.01);
+        let text = m.render();
+        for name in [
+            "outbox_tailer_events_published_total 1",
+            "outbox_tailer_errors_total{kind=\"replication\"} 1",
+            "outbox_tailer_publish_latency_seconds_count 1",
+            "outbox_tailer_lag_seconds",
+            "outbox_tailer_confirmed_lsn",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn readiness_needs_streaming_and_progress() {
+        let m = Metrics::new();
+        assert!(m.readiness(Duration::from_secs(60)).is_err());
+        m.streaming.set(1);
+        assert!(m.readiness(Duration::from_secs(60)).is_ok());
+        m.in_flight_events.set(5);
+        m.last_progress_us.store(0, Ordering::Relaxed);
+        assert!(m.readiness(Duration::from_secs(60)).is_err());
+        m.confirmed(pgoutput::Lsn::from(10), None);
+        assert!(m.readiness(Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn lag_is_zero_when_caught_up() {
+        let m = Metrics::new();
+        m.caught_up();
+        assert_eq!(m.current_lag_seconds(), 0.0);
+        m.transaction_started();
+        m.confirmed_point_us
+            .store(now_us() - 5_000_000, Ordering::Relaxed);
+        assert!(m.current_lag_seconds() >= 5.0);
+    }
+}

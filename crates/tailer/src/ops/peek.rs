@@ -1,0 +1,333 @@
+//! `outbox-tailer peek`: the events waiting in the slot, routed as `run` would publish them.
+//!
+//! The live slot is never read, so it never moves and a running tailer is not disturbed:
+//!
+//! ```text
+//!   live slot ──pg_copy_logical_replication_slot(live, tmp, temporary)──▶ tmp (this session only)
+//!   tmp ──pg_logical_slot_get_binary_changes(tmp, NULL, chunk, pgoutput options)──▶ rows
+//!   rows ──pgoutput::decode──▶ EventDecoder ──▶ Router ──▶ what would be published
+//! ```
+//!
+//! The copy starts at the live slot's `confirmed_flush_lsn`, so what it shows is exactly what
+//! a (re)started tailer would publish next. It is consumed chunk by chunk (the SQL functions
+//! count *changes* — Begin, Relation, Insert, Commit rows — not events, so chunks are fetched
+//! until `limit` events are found or the slot is drained) and dropped with the session.
+
+use bytes::Bytes;
+use pgoutput::{Message, PgTimestamp};
+use serde::Serialize;
+
+use crate::config::{RouteConfig, SourceConfig};
+use crate::error::TailerError;
+use crate::events::{Decoded, EventDecoder};
+use crate::names::quote_ident;
+use crate::route::{Router, TxnPosition};
+
+/// One event as it would be published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeekedEvent {
+    /// The transaction's commit LSN (header `outbox-lsn`).
+    pub commit_lsn: String,
+    /// Index in the transaction (header `outbox-seq`).
+    pub seq: u32,
+    pub xid: u32,
+    /// Microseconds since the Unix epoch (header `outbox-commit-time-us`).
+    pub commit_time_us: i64,
+    pub topic: String,
+    pub key: Option<String>,
+    pub headers: Vec<Header>,
+    pub payload_bytes: usize,
+    /// Only with `--show-payload`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// Set when the event cannot be routed: it goes to the dead-letter topic (`topic`), or,
+    /// without one, stops `run` (`topic` is then empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unroutable: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// What `peek` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeekReport {
+    pub slot: String,
+    pub confirmed_flush_lsn: String,
+    pub events: Vec<PeekedEvent>,
+    /// More events wait beyond `limit`.
+    pub more: bool,
+}
+
+/// Options of one peek.
+#[derive(Debug, Clone)]
+pub struct PeekOptions {
+    pub route: RouteConfig,
+    pub message_prefix: Option<String>,
+    pub limit: usize,
+    pub show_payload: bool,
+}
+
+struct OpenTxn {
+    position: TxnPosition,
+    next_seq: u32,
+}
+
+/// Read up to `limit` waiting events through a temporary copy of the slot.
+pub async fn peek(config: &SourceConfig, opts: &PeekOptions) -> Result<PeekReport, TailerError> {
+    let client = crate::setup::connect(config).await?;
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text, wal_status FROM pg_catalog.pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))?;
+    let Some(row) = row else {
+        return Err(TailerError::Preflight(format!(
+            "replication slot {} does not exist: nothing to peek at",
+            config.slot
+        )));
+    };
+    if row.get::<_, Option<String>>(1).as_deref() == Some("lost") {
+        return Err(TailerError::Preflight(format!(
+            "slot {} is invalidated (wal_status = lost): its events can no longer be read; see \
+             `outbox-tailer status` and docs/operations.md",
+            config.slot
+        )));
+    }
+    let confirmed: String = row.get::<_, Option<String>>(0).unwrap_or_default();
+    let pid: i32 = client
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .map_err(|e| TailerError::postgres("reading the backend pid", e))?
+        .get(0);
+    let copy = format!("outbox_tailer_peek_{pid}");
+    client
+        .query_one(
+            "SELECT slot_name::text FROM pg_catalog.pg_copy_logical_replication_slot($1, $2, true)",
+            &[&config.slot, &copy],
+        )
+        .await
+        .map_err(|e| {
+            TailerError::Preflight(format!(
+                "cannot make a temporary copy of slot {} to peek at: {e} (needs a free \
+                 max_replication_slots entry and the REPLICATION attribute)",
+                config.slot
+            ))
+        })?;
+
+    let result = read_events(&client, &copy, config, opts).await;
+    // The copy is temporary and vanishes with the session anyway; drop it now to free the entry.
+    let _ = client
+        .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[&copy])
+        .await;
+    let (events, more) = result?;
+    Ok(PeekReport {
+        slot: config.slot.clone(),
+        confirmed_flush_lsn: confirmed,
+        events,
+        more,
+    })
+}
+
+async fn read_events(
+    client: &tokio_postgres::Client,
+    copy: &str,
+    config: &SourceConfig,
+    opts: &PeekOptions,
+) -> Result<(Vec<PeekedEvent>, bool), TailerError> {
+    let mut decoder = EventDecoder::new(config.table.clone(), opts.route.clone())?;
+    let router = Router::new(opts.route.clone())?;
+    let publication = quote_ident(&config.publication);
+    // Changes, not events: Begin, Relation and Commit rows count too.
+    let chunk = i32::try_from(opts.limit.saturating_mul(2).saturating_add(64)).unwrap_or(i32::MAX);
+    let mut events = Vec::new();
+    let mut txn: Option<OpenTxn> = None;
+    loop {
+        let rows = client
+            .query(
+                "SELECT data FROM pg_catalog.pg_logical_slot_get_binary_changes($1, NULL, $2, \
+                 'proto_version', '1', 'publication_names', $3, 'messages', 'true')",
+                &[&copy, &chunk, &publication],
+            )
+            .await
+            .map_err(|e| TailerError::postgres("reading changes from the slot copy", e))?;
+        let drained = rows.len() < chunk as usize;
+        for row in rows {
+            let data = Bytes::from(row.get::<_, Vec<u8>>(0));
+            let message = pgoutput::decode(&data)?;
+            let found = match message {
+                Message::Begin(b) => {
+                    txn = Some(OpenTxn {
+                        position: TxnPosition {
+                            commit_lsn: b.final_lsn,
+                            xid: b.xid,
+                            commit_time: b.commit_time,
+                        },
+                        next_seq: 0,
+                    });
+                    None
+                }
+                Message::Commit(_) => {
+                    txn = None;
+                    None
+                }
+                Message::LogicalMessage(m) => {
+                    if opts.message_prefix.as_deref() != Some(m.prefix.as_str()) {
+                        None
+                    } else {
+                        let (row, malformed) = match decoder.on_logical_message(&m.content) {
+                            Ok(row) => (row, None),
+                            Err((row, reason)) => (row, Some(reason)),
+                        };
+                        let standalone = txn.is_none();
+                        let event = routed(
+                            &router,
+                            &row,
+                            txn.get_or_insert(OpenTxn {
+                                position: TxnPosition {
+                                    commit_lsn: m.lsn,
+                                    xid: 0,
+                                    commit_time: PgTimestamp::from_pg_micros(0),
+                                },
+                                next_seq: 0,
+                            }),
+                            malformed,
+                            opts.show_payload,
+                        );
+                        if standalone {
+                            txn = None;
+                        }
+                        Some(event)
+                    }
+                }
+                other => match decoder.on_message(other)? {
+                    Decoded::Row(row) => {
+                        let Some(open) = txn.as_mut() else {
+                            return Err(TailerError::Preflight(
+                                "an outbox Insert arrived outside a transaction".into(),
+                            ));
+                        };
+                        Some(routed(&router, &row, open, None, opts.show_payload))
+                    }
+                    Decoded::Nothing => None,
+                },
+            };
+            if let Some(event) = found {
+                if events.len() == opts.limit {
+                    return Ok((events, true));
+                }
+                events.push(event);
+            }
+        }
+        if drained {
+            return Ok((events, false));
+        }
+    }
+}
+
+fn routed(
+    router: &Router,
+    row: &crate::events::OutboxRow,
+    txn: &mut OpenTxn,
+    malformed: Option<String>,
+    show_payload: bool,
+) -> PeekedEvent {
+    let seq = txn.next_seq;
+    txn.next_seq += 1;
+    let position = txn.position;
+    let lossy = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let base = PeekedEvent {
+        commit_lsn: position.commit_lsn.to_string(),
+        seq,
+        xid: position.xid,
+        commit_time_us: position.commit_time.unix_micros(),
+        topic: String::new(),
+        key: None,
+        headers: Vec::new(),
+        payload_bytes: 0,
+        payload: None,
+        unroutable: None,
+    };
+    match router.route_event(row, &position, seq, malformed) {
+        Ok(r) => PeekedEvent {
+            topic: r.record.topic.clone(),
+            key: r.record.key.as_ref().map(lossy),
+            headers: r
+                .record
+                .headers
+                .iter()
+                .map(|(name, value)| Header {
+                    name: name.clone(),
+                    value: lossy(value),
+                })
+                .collect(),
+            payload_bytes: r.record.payload.as_ref().map_or(0, Bytes::len),
+            payload: if show_payload {
+                r.record.payload.as_ref().map(lossy)
+            } else {
+                None
+            },
+            unroutable: r.dead_letter_reason,
+            ..base
+        },
+        Err(TailerError::Unroutable { reason, .. }) => PeekedEvent {
+            unroutable: Some(format!("{reason} (no dead-letter topic: `run` stops here)")),
+            ..base
+        },
+        Err(other) => PeekedEvent {
+            unroutable: Some(other.to_string()),
+            ..base
+        },
+    }
+}
+
+/// The table `peek` prints.
+pub fn render(report: &PeekReport) -> String {
+    let mut out = format!(
+        "slot {} (confirmed_flush_lsn {}): {} event(s) waiting{}\n",
+        report.slot,
+        report.confirmed_flush_lsn,
+        report.events.len(),
+        if report.more {
+            ", more beyond --limit"
+        } else {
+            ""
+        }
+    );
+    if report.events.is_empty() {
+        return out;
+    }
+    out.push_str(&format!(
+        "{:<14} {:>4} {:<32} {:<24} {:<36} {:>8}\n",
+        "COMMIT LSN", "SEQ", "TOPIC", "KEY", "ID", "BYTES"
+    ));
+    for e in &report.events {
+        let id = e
+            .headers
+            .iter()
+            .find(|h| h.name == crate::route::HEADER_ID)
+            .map_or("-", |h| h.value.as_str());
+        out.push_str(&format!(
+            "{:<14} {:>4} {:<32} {:<24} {:<36} {:>8}\n",
+            e.commit_lsn,
+            e.seq,
+            if e.topic.is_empty() { "-" } else { &e.topic },
+            e.key.as_deref().unwrap_or("-"),
+            id,
+            e.payload_bytes
+        ));
+        if let Some(reason) = &e.unroutable {
+            out.push_str(&format!("    unroutable: {reason}\n"));
+        }
+        if let Some(payload) = &e.payload {
+            out.push_str(&format!("    payload: {payload}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,472 @@
+//! What an on-call engineer runs: `status`, `peek`, the metrics endpoint and the slot watchdog,
+//! against real PostgreSQL and tansu.
+
+mod support;
+
+use std::time::Duration;
+
+use outbox_testkit::{free_port, PgConfig, TansuStorage};
+use serde_json::{json, Value};
+use support::*;
+
+/// `outbox-tailer <args>` as a process; (exit code, stdout, stderr).
+async fn tailer_cli(args: &[String]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .await?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn db_args(env: &Env, command: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![command.to_owned(), "--postgres".into(), env.db.conn_str()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// `status --json`, parsed.
+async fn status_json(env: &Env, extra: &[&str]) -> anyhow::Result<Value> {
+    let mut flags = vec!["--json"];
+    flags.extend_from_slice(extra);
+    let (code, out, err) = tailer_cli(&db_args(env, "status", &flags)).await?;
+    anyhow::ensure!(code == Some(0), "status failed ({code:?}): {err}");
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// Write `n` single-event transactions; returns the event ids in commit order.
+async fn write_events(env: &Env, n: usize, aggregate: &str) -> anyhow::Result<Vec<String>> {
+    let mut client = env.db.connect().await?;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let tx = client.transaction().await?;
+        let id = emit(&tx, "order", aggregate, "OrderCreated", &json!({"n": i})).await?;
+        tx.commit().await?;
+        ids.push(id.to_string());
+    }
+    Ok(ids)
+}
+
+/// GET `path` from `addr` with a bare HTTP/1.1 request; (status code, body).
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn scrape(addr: &str) -> anyhow::Result<String> {
+    let (code, body) = http_get(addr, "/metrics").await?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}");
+    Ok(body)
+}
+
+async fn wal_status(env: &Env) -> anyhow::Result<Option<String>> {
+    Ok(env
+        .client
+        .query_one(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            &[&SLOT],
+        )
+        .await?
+        .get(0))
+}
+
+/// Write WAL in another table and force checkpoints until the slot is invalidated
+/// (`max_slot_wal_keep_size` must be small).
+async fn invalidate_slot(env: &Env) -> anyhow::Result<()> {
+    env.client
+        .batch_execute("CREATE TABLE IF NOT EXISTS filler (id int, pad text)")
+        .await?;
+    wait_until(Duration::from_secs(120), "wal_status = lost", || async {
+        if wal_status(env).await?.as_deref() == Some("lost") {
+            return Ok(true);
+        }
+        env.client
+            .batch_execute(
+                "INSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g; \
+                 SELECT pg_switch_wal(); CHECKPOINT;",
+            )
+            .await?;
+        Ok(false)
+    })
+    .await
+}
+
+fn small_wal_keep() -> PgConfig {
+    PgConfig::default()
+        .set("max_slot_wal_keep_size", "'1MB'")
+        .set("min_wal_size", "'32MB'")
+        .set("max_wal_size", "'64MB'")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_healthy_slot_with_a_running_tailer() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&[]));
+    let ids = write_events(&env, 5, "a").await?;
+    env.consume("outbox.event.order", ids.len()).await?;
+    wait_until(
+        Duration::from_secs(30),
+        "the tailer to connect and confirm",
+        || async {
+            let s = status_json(&env, &[]).await?;
+            Ok(s["active"] == json!(true) && s["lag_bytes"].as_i64().is_some_and(|b| b < 1 << 20))
+        },
+    )
+    .await?;
+
+    let s = status_json(&env, &[]).await?;
+    assert_eq!(s["slot"], json!(SLOT));
+    assert_eq!(s["plugin"], json!("pgoutput"));
+    assert!(s["active_pid"].as_i64().is_some(), "{s:#}");
+    assert!(s["confirmed_flush_lsn"].as_str().is_some());
+    assert!(s["restart_lsn"].as_str().is_some());
+    assert_eq!(s["wal_status"], json!("reserved"));
+    assert_eq!(s["safe_wal_size"], Value::Null, "no max_slot_wal_keep_size");
+    assert_eq!(s["wal_level"], json!("logical"));
+    assert_eq!(s["publication"]["name"], json!(PUBLICATION));
+    assert_eq!(s["publication"]["tables"], json!(["public.outbox"]));
+    assert_eq!(s["publication"]["publishes"], json!(["insert"]));
+    assert_eq!(s["verdict"]["health"], json!("healthy"), "{s:#}");
+
+    let (code, table, _) = tailer_cli(&db_args(&env, "status", &[])).await?;
+    assert_eq!(code, Some(0));
+    assert!(table.contains("HEALTHY"), "{table}");
+    assert!(table.contains("yes, pid"), "{table}");
+    tailer.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_lagging_slot_says_no_tailer_is_connected() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    write_events(&env, 200, "a").await?;
+
+    let s = status_json(&env, &["--lag-warn-bytes", "10000"]).await?;
+    assert_eq!(s["active"], json!(false));
+    assert!(s["lag_bytes"].as_i64().unwrap() > 10_000, "{s:#}");
+    assert_eq!(s["verdict"]["health"], json!("lagging"), "{s:#}");
+    assert!(
+        s["verdict"]["action"]
+            .as_str()
+            .unwrap()
+            .contains("no tailer is connected"),
+        "{s:#}"
+    );
+    // The default threshold (64 MiB) is far away.
+    let s = status_json(&env, &[]).await?;
+    assert_eq!(s["verdict"]["health"], json!("healthy"), "{s:#}");
+
+    // A missing slot is an error with the fix, also as a JSON log line.
+    let (code, out, err) = tailer_cli(&db_args(
+        &env,
+        "status",
+        &["--slot", "nope", "--log-format", "json"],
+    ))
+    .await?;
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty());
+    assert!(err.contains("outbox-tailer setup"), "{err}");
+    let log_line = err
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON log line");
+    let log: Value = serde_json::from_str(log_line)?;
+    assert_eq!(log["level"], json!("ERROR"), "{log:#}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_an_invalidated_and_an_at_risk_slot() -> anyhow::Result<()> {
+    let env = env_with(small_wal_keep(), TansuStorage::Memory).await?;
+    env.setup().await?;
+    write_events(&env, 3, "a").await?;
+
+    // Within max_slot_wal_keep_size, but far below the 1 GiB default warning threshold.
+    let s = status_json(&env, &[]).await?;
+    assert!(s["safe_wal_size"].as_i64().is_some(), "{s:#}");
+    assert_eq!(s["verdict"]["health"], json!("at_risk"), "{s:#}");
+
+    invalidate_slot(&env).await?;
+    let s = status_json(&env, &[]).await?;
+    assert_eq!(s["wal_status"], json!("lost"), "{s:#}");
+    assert_eq!(s["verdict"]["health"], json!("invalidated"), "{s:#}");
+    assert!(
+        s["verdict"]["action"]
+            .as_str()
+            .unwrap()
+            .contains("Recovering from an invalidated slot"),
+        "{s:#}"
+    );
+    let (_, table, _) = tailer_cli(&db_args(&env, "status", &[])).await?;
+    assert!(table.contains("INVALIDATED"), "{table}");
+
+    // `run` refuses the slot before streaming, with the same pointer.
+    let (code, _, err) = tailer_cli(&env.run_args(&[])).await?;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("invalidated"), "{err}");
+    assert!(err.contains("docs/operations.md"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peek_shows_the_waiting_events_and_leaves_the_slot_where_it_was() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let mut client = env.db.connect().await?;
+    let mut ids = Vec::new();
+    for t in 0..3 {
+        let tx = client.transaction().await?;
+        for e in 0..2 {
+            ids.push(
+                emit(
+                    &tx,
+                    "order",
+                    &format!("o-{t}"),
+                    "OrderCreated",
+                    &json!({"t": t, "e": e}),
+                )
+                .await?
+                .to_string(),
+            );
+        }
+        tx.commit().await?;
+    }
+    // A transaction without outbox rows, and one rolled back: neither is an event.
+    client
+        .batch_execute(
+            "INSERT INTO orders (id, customer, amount_cents) VALUES (gen_random_uuid(), 'c', 1)",
+        )
+        .await?;
+    let tx = client.transaction().await?;
+    emit(&tx, "order", "x", "Rolled", &json!({})).await?;
+    tx.rollback().await?;
+    let before = env.confirmed_lsn().await?;
+
+    let (code, out, err) = tailer_cli(&env_peek_args(&env, &["--json"])).await?;
+    assert_eq!(code, Some(0), "{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    let events = report["events"].as_array().unwrap();
+    let header = |e: &Value, name: &str| {
+        e["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == json!(name))
+            .map(|h| h["value"].as_str().unwrap().to_owned())
+    };
+    let got: Vec<String> = events.iter().map(|e| header(e, "id").unwrap()).collect();
+    assert_eq!(got, ids, "exactly the committed events, in commit order");
+    assert_eq!(report["more"], json!(false));
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["topic"], json!("outbox.event.order"));
+        assert_eq!(e["key"], json!(format!("o-{}", i / 2)));
+        assert_eq!(e["seq"], json!(i % 2));
+        assert_eq!(header(e, "outbox-lsn").as_deref(), e["commit_lsn"].as_str());
+        assert_eq!(header(e, "type").as_deref(), Some("OrderCreated"));
+        assert!(e["payload_bytes"].as_u64().unwrap() > 0);
+        assert!(
+            e.get("payload").is_none(),
+            "no payload without --show-payload"
+        );
+    }
+
+    // --limit counts events (not the Begin/Relation/Commit changes around them).
+    let (_, out, _) = tailer_cli(&env_peek_args(
+        &env,
+        &["--json", "--limit", "3", "--show-payload"],
+    ))
+    .await?;
+    let report: Value = serde_json::from_str(&out)?;
+    let events = report["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(report["more"], json!(true));
+    let payload: Value = serde_json::from_str(events[0]["payload"].as_str().unwrap())?;
+    assert_eq!(payload, json!({"t": 0, "e": 0}));
+
+    let (_, table, _) = tailer_cli(&env_peek_args(&env, &[])).await?;
+    assert!(table.contains("6 event(s) waiting"), "{table}");
+    assert!(table.contains(&ids[5]), "{table}");
+
+    assert_eq!(
+        env.confirmed_lsn().await?,
+        before,
+        "peek never moves the slot"
+    );
+    let leftovers: i64 = env
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name <> $1",
+            &[&SLOT],
+        )
+        .await?
+        .get(0);
+    assert_eq!(leftovers, 0, "the temporary copy is gone");
+
+    // Nothing was consumed: the tailer still delivers all of them.
+    let tailer = spawn_in_process(env.config(&[]));
+    let records = env.consume("outbox.event.order", ids.len()).await?;
+    let delivered: Vec<&str> = records.iter().map(|r| r.header("id").unwrap()).collect();
+    assert_eq!(delivered, ids);
+    tailer.stop().await?;
+    Ok(())
+}
+
+fn env_peek_args(env: &Env, extra: &[&str]) -> Vec<String> {
+    db_args(env, "peek", extra)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_events_flow() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let tailer =
+        spawn_in_process(env.config(&["--metrics-addr", &addr, "--slot-check-interval-ms", "200"]));
+    wait_until(Duration::from_secs(30), "/readyz to answer 200", || async {
+        Ok(http_get(&addr, "/readyz")
+            .await
+            .is_ok_and(|(code, _)| code == 200))
+    })
+    .await?;
+    assert_eq!(http_get(&addr, "/healthz").await?.0, 200);
+    assert_eq!(http_get(&addr, "/nope").await?.0, 404);
+
+    let before = scrape(&addr).await?;
+    assert_eq!(
+        sample(&before, "outbox_tailer_events_published_total"),
+        Some(0.0)
+    );
+    assert_eq!(sample(&before, "outbox_tailer_streaming"), Some(1.0));
+    let confirmed_before = sample(&before, "outbox_tailer_confirmed_lsn").unwrap();
+
+    let ids = write_events(&env, 10, "a").await?;
+    env.consume("outbox.event.order", ids.len()).await?;
+    wait_until(
+        Duration::from_secs(30),
+        "acks and the confirmed LSN in /metrics",
+        || async {
+            let m = scrape(&addr).await?;
+            Ok(sample(&m, "outbox_tailer_events_acked_total") == Some(10.0)
+                && sample(&m, "outbox_tailer_in_flight_events") == Some(0.0)
+                && sample(&m, "outbox_tailer_slot_checks_total").is_some_and(|v| v >= 1.0))
+        },
+    )
+    .await?;
+    let after = scrape(&addr).await?;
+    assert_eq!(
+        sample(&after, "outbox_tailer_events_published_total"),
+        Some(10.0)
+    );
+    assert_eq!(
+        sample(&after, "outbox_tailer_transactions_total"),
+        Some(10.0)
+    );
+    assert!(sample(&after, "outbox_tailer_bytes_published_total").unwrap() > 10.0 * 36.0);
+    assert_eq!(
+        sample(&after, "outbox_tailer_publish_latency_seconds_count"),
+        Some(10.0)
+    );
+    let confirmed = sample(&after, "outbox_tailer_confirmed_lsn").unwrap();
+    assert!(
+        confirmed > confirmed_before,
+        "{confirmed} > {confirmed_before}"
+    );
+    assert!(sample(&after, "outbox_tailer_lag_seconds").unwrap() < 60.0);
+    assert!(sample(&after, "outbox_tailer_slot_lag_bytes").is_some());
+    assert_eq!(
+        sample(&after, "outbox_tailer_slot_safe_wal_size_bytes"),
+        Some(-1.0)
+    );
+    assert_eq!(sample(&after, "outbox_tailer_reconnects_total"), Some(0.0));
+
+    // A walsender killed under the tailer: a reconnect and an error of kind `replication`.
+    env.client
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{SLOT}'"
+        ))
+        .await?;
+    wait_until(
+        Duration::from_secs(30),
+        "a reconnect in /metrics",
+        || async {
+            let m = scrape(&addr).await?;
+            Ok(sample(&m, "outbox_tailer_reconnects_total") == Some(1.0)
+                && m.contains("outbox_tailer_errors_total{kind=\"replication\"} 1"))
+        },
+    )
+    .await?;
+    let stats = tailer.stop().await?;
+    assert_eq!(stats.events_published, 10);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_stops_the_tailer_when_the_slot_is_invalidated() -> anyhow::Result<()> {
+    let env = env_with(small_wal_keep(), TansuStorage::Memory).await?;
+    env.setup().await?;
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let tailer =
+        spawn_in_process(env.config(&["--metrics-addr", &addr, "--slot-check-interval-ms", "100"]));
+    let ids = write_events(&env, 3, "a").await?;
+    env.consume("outbox.event.order", ids.len()).await?;
+    wait_until(
+        Duration::from_secs(30),
+        "safe_wal_size in /metrics",
+        || async {
+            let m = scrape(&addr).await?;
+            Ok(sample(&m, "outbox_tailer_slot_safe_wal_size_bytes").is_some_and(|v| v >= 0.0))
+        },
+    )
+    .await?;
+
+    // An open transaction with an xid pins the slot's restart_lsn while WAL piles up.
+    let mut holder = env.db.connect().await?;
+    let pin = holder.transaction().await?;
+    pin.batch_execute(
+        "INSERT INTO orders (id, customer, amount_cents) VALUES (gen_random_uuid(), 'pin', 1)",
+    )
+    .await?;
+    invalidate_slot(&env).await?;
+
+    let result = tokio::time::timeout(Duration::from_secs(60), tailer.handle)
+        .await
+        .expect("the tailer stops on its own")?;
+    let err = result
+        .expect_err("an invalidated slot is fatal")
+        .to_string();
+    assert!(err.contains("invalidated"), "{err}");
+    assert!(err.contains("docs/operations.md"), "{err}");
+    pin.rollback().await?;
+    Ok(())
+}
