@@ -502,7 +502,8 @@ async fn broker_down_longer_than_admin_timeouts_while_a_new_topic_appears() -> a
     )
     .await?;
     let stats = tailer.stop().await?;
-    assert_eq!(stats.reconnects, 0, "{stats:?}");
+    let log = env.pg.server_log();
+    assert_eq!(stats.reconnects, 0, "{stats:?}\nserver log:\n{log}");
     Ok(())
 }
 

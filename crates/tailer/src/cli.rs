@@ -51,6 +51,16 @@ async fn main_async(cli: CommandLine) -> ExitCode {
     let result = match cli.command {
         AnyCommand::Status(args) => status(&args).await,
         AnyCommand::Peek(args) => peek(&args).await,
+        AnyCommand::Poll(args) => match args
+            .run
+            .resolve()
+            .and_then(|c| Ok((c, args.poll_config()?)))
+        {
+            Ok((config, poll)) => crate::poll::poll(config, poll, shutdown_signal())
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        },
         AnyCommand::Core(Command::Setup(args)) => {
             match args.db.file().and_then(|f| args.db.resolve(&f)) {
                 Ok(source) => crate::setup::setup(&source).await.map(|report| {

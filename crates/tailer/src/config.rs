@@ -60,6 +60,49 @@ pub enum AnyCommand {
     /// Show the events waiting in the slot, routed as they would be published, without
     /// consuming them (reads a temporary copy of the slot; the slot itself never moves).
     Peek(PeekArgs),
+    /// The polling relay: publish unpublished outbox rows every interval, then mark them
+    /// published (or delete them). A baseline, and a fallback where logical replication is not
+    /// available; needs the `seq` and `published_at` columns (migrations/0003).
+    Poll(Box<PollArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct PollArgs {
+    /// Database, routing and Kafka settings, as for `run` (slot settings are not used).
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Milliseconds between polls [default: 2000, the classic example].
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = 2000)]
+    pub interval_ms: u64,
+
+    /// Rows per poll [default: 10, the classic example].
+    #[arg(long, env = "OUTBOX_POLL_BATCH", default_value_t = 10)]
+    pub batch: i64,
+
+    /// After a full batch, poll again at once instead of waiting (the tuned setting).
+    #[arg(long, env = "OUTBOX_POLL_DRAIN")]
+    pub drain: bool,
+
+    /// What to do with published rows.
+    #[arg(long, env = "OUTBOX_POLL_AFTER", value_enum, default_value_t = crate::poll::AfterPublish::Mark)]
+    pub after: crate::poll::AfterPublish,
+}
+
+impl PollArgs {
+    pub fn poll_config(&self) -> Result<crate::poll::PollConfig, TailerError> {
+        if self.batch < 1 || self.interval_ms == 0 {
+            return Err(TailerError::Config(
+                "poll batch and interval must be at least 1".into(),
+            ));
+        }
+        Ok(crate::poll::PollConfig {
+            interval: Duration::from_millis(self.interval_ms),
+            batch: self.batch,
+            drain: self.drain,
+            after: self.after,
+        })
+    }
 }
 
 /// When `status` and the running tailer's slot watchdog call a slot lagging or at risk.
@@ -613,6 +656,14 @@ impl RunArgs {
             create_topics: self.create_topics || file.create_topics.unwrap_or(false),
             topic_partitions: self.topic_partitions.or(file.topic_partitions).unwrap_or(1),
         };
+        // Status updates must stay well inside wal_sender_timeout (60 s by default).
+        let at_most = |name: &str, v: u64, max: u64| {
+            if v > max {
+                Err(TailerError::Config(format!("{name} must be at most {max}")))
+            } else {
+                Ok(v)
+            }
+        };
         let positive = |name: &str, v: u64| {
             if v == 0 {
                 Err(TailerError::Config(format!("{name} must be at least 1")))
@@ -646,11 +697,15 @@ impl RunArgs {
                     .or(file.shutdown_timeout_secs)
                     .unwrap_or(30),
             ),
-            status_interval: Duration::from_millis(positive(
+            status_interval: Duration::from_millis(at_most(
                 "status_interval_ms",
-                self.status_interval_ms
-                    .or(file.status_interval_ms)
-                    .unwrap_or(1000),
+                positive(
+                    "status_interval_ms",
+                    self.status_interval_ms
+                        .or(file.status_interval_ms)
+                        .unwrap_or(1000),
+                )?,
+                10_000,
             )?),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             ready_max_stall: Duration::from_secs(positive(

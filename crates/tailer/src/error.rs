@@ -16,6 +16,10 @@ pub enum TailerError {
     #[error("{0}")]
     Preflight(String),
 
+    /// PostgreSQL cannot be reached right now (down, starting up, too many connections).
+    #[error("{0}")]
+    Unreachable(String),
+
     /// PostgreSQL refused or ended the replication stream.
     #[error("replication stream: {message}")]
     Replication {
@@ -72,6 +76,7 @@ impl TailerError {
         match self {
             TailerError::Replication { transient, .. } => *transient,
             TailerError::Postgres { source, .. } => postgres_is_transient(source),
+            TailerError::Unreachable(_) => true,
             _ => false,
         }
     }
@@ -81,6 +86,7 @@ impl TailerError {
         match self {
             TailerError::Config(_) => "config",
             TailerError::Preflight(_) => "preflight",
+            TailerError::Unreachable(_) => "unreachable",
             TailerError::Replication { .. } => "replication",
             TailerError::Postgres { .. } => "postgres",
             TailerError::Decode(_) => "decode",
@@ -103,6 +109,8 @@ impl TailerError {
         let sqlstate = sqlstate_in(&text);
         let (transient, advice) = match (&err, sqlstate.as_deref()) {
             (E::Io(_) | E::Task(_), _) => (true, None),
+            // `recv` raced with another branch after the worker ended: the connection is gone.
+            (E::Internal(m), _) if m.contains("already joined") => (true, None),
             (E::Auth(_), _) | (_, Some("28000" | "28P01")) => (
                 false,
                 Some("check the user and password in `postgres`, and pg_hba.conf on the server"),

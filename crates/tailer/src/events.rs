@@ -114,6 +114,20 @@ impl EventDecoder {
         })
     }
 
+    /// The column names of a synthetic row (see [`EventDecoder::row_from_values`]), in order.
+    pub fn envelope_columns(&self) -> &[String] {
+        &self.envelope_columns
+    }
+
+    /// A row from values in [`EventDecoder::envelope_columns`] order (the polling relay reads
+    /// rows with SQL instead of from the WAL).
+    pub fn row_from_values(&self, values: Vec<TupleValue>) -> OutboxRow {
+        OutboxRow {
+            layout: Arc::clone(&self.envelope),
+            tuple: TupleData::new(values),
+        }
+    }
+
     /// An event written with `pg_logical_emit_message`: its content is a JSON envelope whose
     /// keys are the outbox column names (`{"id": …, "aggregatetype": …, "aggregateid": …,
     /// "type": …, "payload": …, "headers": {…}}`). String values are taken as text, other

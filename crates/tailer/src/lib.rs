@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod names;
 pub mod ops;
 pub mod pipeline;
+pub mod poll;
 pub mod progress;
 pub mod route;
 pub mod setup;
@@ -109,7 +110,21 @@ async fn run_until(
     stop: &mut watch::Receiver<bool>,
     metrics: &Arc<Metrics>,
 ) -> Result<Stats, TailerError> {
-    let slot = setup::preflight(&config.source, config.create_slot).await?;
+    // A server that is down or starting is waited for; a misconfiguration stops at once.
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let slot = loop {
+        match setup::preflight(&config.source, config.create_slot).await {
+            Ok(slot) => break slot,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "PostgreSQL unreachable, retrying");
+                metrics.error(e.kind());
+                if wait_or_stop(backoff.next_delay(), stop).await {
+                    return Ok(Stats::default());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     tracing::info!(
         slot = %config.source.slot,
         publication = %config.source.publication,
@@ -142,7 +157,7 @@ async fn run_until(
     )
     .with_message_prefix(config.message_prefix.clone())
     .with_metrics(Arc::clone(metrics));
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    backoff.reset();
     let mut first = true;
 
     loop {
@@ -188,7 +203,9 @@ async fn run_until(
         match streamed {
             Ok(StreamEnd::Shutdown) => {
                 let deadline = Instant::now() + config.shutdown_timeout;
-                let drained = pipeline.drain(Some(&mut source), Some(deadline)).await?;
+                let drained = pipeline
+                    .drain(Some(&mut source), Some(deadline), None)
+                    .await?;
                 if !drained {
                     tracing::warn!(
                         in_flight = pipeline.in_flight(),
@@ -208,7 +225,12 @@ async fn run_until(
                 pipeline.reset_stream();
                 // Acks of what was already handed to Kafka still count: wait for them so the
                 // next stream starts from an LSN that covers them.
-                pipeline.drain(Some(&mut source), None).await?;
+                // A shutdown meanwhile (e.g. the broker is down too) stops waiting: what is
+                // unacked is re-sent on the next start.
+                if !pipeline.drain(Some(&mut source), None, Some(stop)).await? {
+                    source.close().await;
+                    return Ok(pipeline.stats);
+                }
                 drop(source);
                 if wait_or_stop(backoff.next_delay(), stop).await {
                     return Ok(pipeline.stats);
@@ -217,7 +239,9 @@ async fn run_until(
             Err(e) => {
                 pipeline.reset_stream();
                 let deadline = Instant::now() + config.shutdown_timeout;
-                let _ = pipeline.drain(Some(&mut source), Some(deadline)).await;
+                let _ = pipeline
+                    .drain(Some(&mut source), Some(deadline), None)
+                    .await;
                 source.close().await;
                 return Err(e);
             }

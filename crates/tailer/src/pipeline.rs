@@ -319,7 +319,10 @@ impl<K: Sink> Pipeline<K> {
                 "internal: publish outside a transaction".into(),
             ));
         };
-        self.sink.send(record, ticket).await?;
+        if let Err(e) = self.sink.send(record, ticket).await {
+            self.tracker.unpublish(ticket);
+            return Err(e);
+        }
         self.stats.events_published += 1;
         self.metrics.events_published.inc();
         self.metrics.bytes_published.inc_by(u64::from(size));
@@ -349,16 +352,26 @@ impl<K: Sink> Pipeline<K> {
         &mut self,
         mut source: Option<&mut S>,
         deadline: Option<Instant>,
+        stop: Option<&mut watch::Receiver<bool>>,
     ) -> Result<bool, TailerError> {
+        let mut stop = stop;
         while self.tracker.in_flight_events() > 0 {
             let ack = tokio::select! {
                 ack = self.acks.recv() => ack,
                 _ = sleep_until(deadline) => return Ok(false),
+                _ = stopped_or_pending(stop.as_deref_mut()) => return Ok(false),
             };
             let Some(ack) = ack else { return Ok(false) };
             self.on_ack(ack, source.as_deref_mut())?;
         }
         Ok(true)
+    }
+}
+
+async fn stopped_or_pending(stop: Option<&mut watch::Receiver<bool>>) {
+    match stop {
+        Some(stop) => crate::stopped(stop).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -33,6 +33,8 @@ struct Entry {
     /// `Commit.end_lsn`, once the Commit arrived.
     end_lsn: Option<Lsn>,
     pending: u64,
+    /// Events ever published in this transaction.
+    published: u64,
     /// The stream broke before its Commit: it will be re-sent whole, so it never confirms.
     abandoned: bool,
 }
@@ -70,6 +72,7 @@ impl AckTracker {
         self.entries.push_back(Entry {
             end_lsn: None,
             pending: 0,
+            published: 0,
             abandoned: false,
         });
         self.open = true;
@@ -83,6 +86,7 @@ impl AckTracker {
         let seq = self.head_seq + self.entries.len() as u64 - 1;
         let entry = self.entries.back_mut()?;
         entry.pending += 1;
+        entry.published += 1;
         self.in_flight_events += 1;
         self.in_flight_bytes += u64::from(bytes);
         Some(Ticket {
@@ -90,6 +94,26 @@ impl AckTracker {
             bytes,
             handed_over: Instant::now(),
         })
+    }
+
+    /// The hand-over of `ticket` failed: it will never be acked, so stop waiting for it. The
+    /// transaction does not confirm either way (the tailer stops or abandons it).
+    pub fn unpublish(&mut self, ticket: Ticket) {
+        let Some(idx) = ticket.txn.checked_sub(self.head_seq) else {
+            return;
+        };
+        let Some(entry) = usize::try_from(idx)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return;
+        };
+        if entry.pending > 0 {
+            entry.pending -= 1;
+            entry.abandoned = true;
+            self.in_flight_events = self.in_flight_events.saturating_sub(1);
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(u64::from(ticket.bytes));
+        }
     }
 
     /// The open transaction's Commit arrived; returns a new durable LSN if it moved.
@@ -100,6 +124,19 @@ impl AckTracker {
         self.open = false;
         if let Some(entry) = self.entries.back_mut() {
             entry.end_lsn = Some(end_lsn);
+        }
+        // A transaction without events that follows a committed one merges into it, so the
+        // queue grows with transactions that hold events (bounded by the window), not with
+        // every transaction received while an earlier ack is outstanding.
+        let n = self.entries.len();
+        if n >= 2 && self.entries[n - 1].published == 0 {
+            let prev = &self.entries[n - 2];
+            if prev.end_lsn.is_some() && !prev.abandoned {
+                self.entries.pop_back();
+                if let Some(prev) = self.entries.back_mut() {
+                    prev.end_lsn = Some(end_lsn);
+                }
+            }
         }
         self.advance()
     }
@@ -240,6 +277,28 @@ mod tests {
         assert_eq!(t.acked(a), None);
         assert!(t.is_idle());
         assert_eq!(t.durable(), lsn(0));
+    }
+
+    #[test]
+    fn empty_transactions_behind_an_unacked_one_do_not_grow_the_queue() {
+        let mut t = AckTracker::new(lsn(0));
+        t.begin();
+        let a = t.publish(1).unwrap();
+        t.commit(lsn(100));
+        for i in 0..10_000u64 {
+            t.begin();
+            assert_eq!(
+                t.commit(lsn(200 + i)),
+                None,
+                "nothing confirmed while A is unacked"
+            );
+        }
+        assert_eq!(t.entries.len(), 1);
+        assert_eq!(
+            t.acked(a),
+            Some(lsn(200 + 9_999)),
+            "A and every empty one after it"
+        );
     }
 
     #[test]

@@ -296,13 +296,19 @@ impl Router {
     }
 }
 
+/// Position headers. A polled row has no WAL position (commit LSN 0/0): it gets only its
+/// index in the poll batch and its insert time.
 fn push_position(headers: &mut Vec<(String, Bytes)>, txn: &TxnPosition, seq: u32) {
-    headers.push((
-        HEADER_LSN.to_owned(),
-        Bytes::from(txn.commit_lsn.to_string()),
-    ));
+    if !txn.commit_lsn.is_zero() {
+        headers.push((
+            HEADER_LSN.to_owned(),
+            Bytes::from(txn.commit_lsn.to_string()),
+        ));
+    }
     headers.push((HEADER_SEQ.to_owned(), Bytes::from(seq.to_string())));
-    headers.push((HEADER_XID.to_owned(), Bytes::from(txn.xid.to_string())));
+    if !txn.commit_lsn.is_zero() {
+        headers.push((HEADER_XID.to_owned(), Bytes::from(txn.xid.to_string())));
+    }
     headers.push((
         HEADER_COMMIT_TIME.to_owned(),
         Bytes::from(txn.commit_time.unix_micros().to_string()),

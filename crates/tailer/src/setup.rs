@@ -31,10 +31,15 @@ pub(crate) async fn connect(config: &SourceConfig) -> Result<Client, TailerError
             Some("3D000") => "the database does not exist: check dbname",
             _ => "check that the server is up and the connection string is right",
         };
-        TailerError::Preflight(format!(
+        let message = format!(
             "cannot connect to PostgreSQL at {}: {e}; {advice}",
             describe_pg(&config.pg)
-        ))
+        );
+        // No SQLSTATE: the server is not there (yet); 57P03: it is starting up; 53300: full.
+        match e.code().map(|c| c.code()) {
+            None | Some("57P03") | Some("53300") => TailerError::Unreachable(message),
+            Some(_) => TailerError::Preflight(message),
+        }
     })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {

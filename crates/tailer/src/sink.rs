@@ -111,7 +111,9 @@ fn producer_config(
         )
         .set(
             "queue.buffering.max.kbytes",
-            (max_bytes / 1024 * 2 + 1024)
+            // Room for the whole window plus one largest record: librdkafka refuses a record
+            // bigger than this limit even with an empty queue.
+            ((max_bytes + max_message as u64) / 1024 * 2 + 1024)
                 .min(i32::MAX as u64)
                 .to_string(),
         )
@@ -259,8 +261,13 @@ impl Sink for KafkaSink {
             match self.producer.send(base) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The in-flight window normally keeps us below librdkafka's queue limit.
+                    // The in-flight window normally keeps us below librdkafka's queue limit
+                    // (e.g. a smaller `-X queue.buffering.max.messages` breaks that); wait for
+                    // room, but not past a shutdown.
                     base = back;
+                    if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
+                        return Err(TailerError::Interrupted);
+                    }
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((err, _)) => {

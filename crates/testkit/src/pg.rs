@@ -294,12 +294,48 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.running {
+            let postmaster = self.postmaster_pid();
             let _ = as_postgres(&self.bin.join("pg_ctl"))
                 .arg("-D")
                 .arg(self.data_dir())
                 .args(["-w", "-t", "30", "-m", "immediate", "stop"])
                 .output();
+            // pg_ctl returns once the pid file is gone; the process may take a moment longer.
+            if let Some(pid) = postmaster {
+                wait_gone(pid, std::time::Duration::from_secs(10));
+            }
         }
+    }
+}
+
+impl PgCluster {
+    fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// Wait until `pid` has exited (or is a zombie waiting to be reaped), at most `within`.
+fn wait_gone(pid: u32, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return,
+            Ok(stat) => {
+                let state = stat
+                    .rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().chars().next());
+                if matches!(state, Some(Some('Z' | 'X'))) {
+                    return;
+                }
+            }
+        }
+        std::thread::yield_now();
     }
 }
 

@@ -1,0 +1,184 @@
+//! The polling relay (`outbox-tailer poll`): the classic publisher of the pattern literature,
+//! sharing the tailer's routing and Kafka sink, as a baseline and as a fallback where logical
+//! replication is not available.
+//!
+//! Each round, in one transaction: lock the oldest unpublished rows (`ORDER BY seq … FOR UPDATE
+//! SKIP LOCKED`, so several pollers can share a table), publish them, wait until Kafka acked
+//! every one, then mark them published (or delete them) and commit. A failure before the commit
+//! leaves the rows unpublished: at-least-once, like the tailer.
+//!
+//! Order is insertion order (`seq`), not commit order: a transaction that commits late can have
+//! its rows published after rows inserted later but committed earlier — one of the differences
+//! docs/polling-vs-tailing.md measures.
+
+use std::future::Future;
+use std::time::Duration;
+
+use pgoutput::{Lsn, PgTimestamp, TupleValue};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::TailerConfig;
+use crate::error::TailerError;
+use crate::events::EventDecoder;
+use crate::names::quote_ident;
+use crate::progress::AckTracker;
+use crate::route::{Router, TxnPosition};
+use crate::sink::{KafkaSink, Sink};
+use crate::Stats;
+
+/// What to do with published rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AfterPublish {
+    /// `UPDATE … SET published_at = now()`: rows stay for a retention job.
+    Mark,
+    /// `DELETE`: the table stays small.
+    Delete,
+}
+
+/// How often and how much to poll.
+#[derive(Debug, Clone, Copy)]
+pub struct PollConfig {
+    pub interval: Duration,
+    pub batch: i64,
+    /// Poll again at once after a full batch instead of waiting for the interval.
+    pub drain: bool,
+    pub after: AfterPublish,
+}
+
+impl PollConfig {
+    /// The classic example: every 2 s, 10 rows.
+    pub const CLASSIC: PollConfig = PollConfig {
+        interval: Duration::from_secs(2),
+        batch: 10,
+        drain: false,
+        after: AfterPublish::Mark,
+    };
+}
+
+/// Poll until `shutdown`.
+pub async fn poll(
+    config: TailerConfig,
+    poll: PollConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Stats, TailerError> {
+    let (stop_tx, mut stop) = watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = poll_until(config, poll, &mut stop).await;
+    stopper.abort();
+    result
+}
+
+async fn poll_until(
+    config: TailerConfig,
+    poll: PollConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Stats, TailerError> {
+    let mut client = crate::setup::connect(&config.source).await?;
+    let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone())?;
+    let router = Router::new(config.route.clone())?;
+    let (ack_tx, mut acks) = mpsc::unbounded_channel();
+    let mut sink = KafkaSink::new(
+        &config.sink,
+        ack_tx,
+        config.max_in_flight_events,
+        config.max_in_flight_bytes,
+        config.route.max_message_bytes,
+    )?
+    .with_stop(stop.clone());
+    let columns: Vec<String> = decoder
+        .envelope_columns()
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(c)))
+        .collect();
+    let table = config.source.table.quoted();
+    let select = format!(
+        "SELECT ctid::text, (extract(epoch FROM created_at) * 1000000)::bigint, {} FROM {table} \
+         WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        columns.join(", ")
+    );
+    let finish = match poll.after {
+        AfterPublish::Mark => {
+            format!("UPDATE {table} SET published_at = now() WHERE ctid = ANY($1::text[]::tid[])")
+        }
+        AfterPublish::Delete => format!("DELETE FROM {table} WHERE ctid = ANY($1::text[]::tid[])"),
+    };
+    let mut stats = Stats::default();
+    let mut round: u64 = 0;
+    loop {
+        if *stop.borrow() {
+            return Ok(stats);
+        }
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| TailerError::postgres("starting a poll transaction", e))?;
+        let rows = tx
+            .query(&select, &[&poll.batch])
+            .await
+            .map_err(|e| TailerError::postgres("fetching unpublished rows (does the table have `seq` and `published_at`? see migrations/)", e))?;
+        let fetched = rows.len();
+        if fetched > 0 {
+            round += 1;
+            let mut tracker = AckTracker::new(Lsn::ZERO);
+            tracker.begin();
+            let mut ctids = Vec::with_capacity(fetched);
+            for (seq, row) in rows.iter().enumerate() {
+                ctids.push(row.get::<_, String>(0));
+                let created: i64 = row.get(1);
+                let values = (2..row.len())
+                    .map(|i| match row.get::<_, Option<String>>(i) {
+                        Some(v) => TupleValue::Text(v.into()),
+                        None => TupleValue::Null,
+                    })
+                    .collect();
+                let event = decoder.row_from_values(values);
+                let position = TxnPosition {
+                    commit_lsn: Lsn::ZERO,
+                    xid: 0,
+                    commit_time: PgTimestamp::from_unix_micros(created),
+                };
+                let record = router
+                    .route_event(&event, &position, seq as u32, None)?
+                    .record;
+                let size = u32::try_from(record.size()).unwrap_or(u32::MAX);
+                let ticket = tracker
+                    .publish(size)
+                    .ok_or_else(|| TailerError::Preflight("internal: poll ticket".into()))?;
+                sink.send(record, ticket).await?;
+                stats.events_published += 1;
+            }
+            tracker.commit(Lsn::from(round));
+            while !tracker.is_idle() {
+                let ack = acks.recv().await.ok_or_else(|| TailerError::Delivery {
+                    topic: String::new(),
+                    reason: "the producer stopped".into(),
+                })?;
+                if let Err(f) = ack.result {
+                    return Err(TailerError::Delivery {
+                        topic: f.topic,
+                        reason: f.reason,
+                    });
+                }
+                tracker.acked(ack.ticket);
+                stats.events_acked += 1;
+            }
+            tx.execute(&finish, &[&ctids])
+                .await
+                .map_err(|e| TailerError::postgres("marking rows published", e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| TailerError::postgres("committing a poll round", e))?;
+        stats.transactions += 1;
+        if poll.drain && fetched as i64 == poll.batch {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll.interval) => {}
+            _ = crate::stopped(stop) => return Ok(stats),
+        }
+    }
+}
