@@ -113,6 +113,9 @@ impl PgSource {
         .with_tls(tls)
         .with_start_lsn(pgwire_replication::Lsn::from_u64(start.as_u64()))
         .with_status_interval(status_interval)
+        // The worker otherwise only reports on its own after 10 s of silence (its default),
+        // relying on the server's reply-requested keepalives: report on our timer instead.
+        .with_wakeup_interval(status_interval)
         // The worker reads ahead into this buffer while our window is full: keep it small so
         // memory stays bounded by the window, not by 8192 messages of any size.
         .with_buffer_size(256)
