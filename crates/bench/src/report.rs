@@ -4,15 +4,23 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::behaviour::BehaviourRow;
 use crate::{BenchOptions, Sizes};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
     pub scenario: String,
     pub relay: String,
     pub broker: String,
     pub events: u64,
+    /// Drains: from the relay's start until the last event is in the broker (acked);
+    /// `pg_recvlogical`: until it reached the end LSN. Live: the write phase.
     pub seconds: f64,
+    /// Drains: from the relay's start until its first event is in the broker (start-up).
+    pub first_event_seconds: Option<f64>,
+    /// Drains: from the relay's start until its slot's `confirmed_flush_lsn` reached the end
+    /// (`None`: not within 2 minutes after the last ack).
+    pub confirmed_seconds: Option<f64>,
     pub peak_rss_kib: Option<u64>,
     pub pg_cpu_ms: Option<u64>,
     pub wal_bytes: Option<i64>,
@@ -85,6 +93,7 @@ pub struct Report {
     pub machine: Machine,
     pub sizes: Sizes,
     pub rows: Vec<Row>,
+    pub behaviour: Vec<BehaviourRow>,
 }
 
 impl Report {
@@ -95,6 +104,7 @@ impl Report {
             machine: Machine::here(),
             sizes: sizes.clone(),
             rows: Vec::new(),
+            behaviour: Vec::new(),
         }
     }
 
@@ -120,11 +130,19 @@ impl Report {
                 ""
             }
         );
-        md.push_str("| scenario | relay | broker | events | seconds | events/s | vs pg_recvlogical | peak RSS MiB | PostgreSQL CPU ms | WAL bytes |\n");
-        md.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        md.push_str("| scenario | relay | broker | events | seconds to last ack | events/s | vs pg_recvlogical | first event s | confirmed s | peak RSS MiB | PostgreSQL CPU ms | WAL bytes |\n");
+        md.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let secs = |s: Option<f64>, none: &str| {
+            s.map(|s| format!("{s:.2}")).unwrap_or_else(|| none.into())
+        };
         for r in self.rows.iter().filter(|r| r.latency_ms.is_none()) {
+            let not_confirmed = if r.relay.starts_with("pg_recvlogical") {
+                "–"
+            } else {
+                "> 120 after last ack"
+            };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {:.0} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
                 r.scenario,
                 r.relay,
                 r.broker,
@@ -134,6 +152,8 @@ impl Report {
                 self.ratio(r)
                     .map(|x| format!("{:.0}%", x * 100.0))
                     .unwrap_or_else(|| "–".into()),
+                secs(r.first_event_seconds, "–"),
+                secs(r.confirmed_seconds, not_confirmed),
                 r.peak_rss_kib
                     .map(|k| format!("{:.1}", k as f64 / 1024.0))
                     .unwrap_or_else(|| "–".into()),
@@ -157,6 +177,28 @@ impl Report {
                 md.push_str(&format!(
                     "| {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} |\n",
                     r.scenario, r.relay, r.broker
+                ));
+            }
+        }
+        if !self.behaviour.is_empty() {
+            md.push_str("\n| behaviour | relay | broker | duplicates after clean restart | duplicates after SIGKILL | slot lag, unpublished writes only |\n|---|---|---|---:|---:|---|\n");
+            for b in &self.behaviour {
+                md.push_str(&format!(
+                    "| restart, kill, idle | {} | {} | {} of {} events | {} of {} events (killed with {} in the broker) | {} B WAL written; lag {} B at the end, {} B {} s later{} |\n",
+                    b.relay,
+                    b.broker,
+                    b.restart_duplicates,
+                    b.restart_events,
+                    b.kill_duplicates,
+                    b.kill_events,
+                    b.kill_after,
+                    b.idle_wal_bytes,
+                    b.idle_lag_at_end,
+                    b.idle_lag_after_wait,
+                    b.idle_wait_seconds,
+                    b.idle_caught_up_seconds
+                        .map(|s| format!(" (caught up after {s:.2} s)"))
+                        .unwrap_or_default(),
                 ));
             }
         }

@@ -1,24 +1,28 @@
-//! The scenarios, each on a fresh cluster and broker.
+//! The scenarios, each on a fresh cluster and broker, every relay on the same data.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use hdrhistogram::Histogram;
 use outbox_testkit::{MockKafka, PgCluster, TansuBroker, TestDb};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tempfile::TempDir;
 use tokio_postgres::Client;
 
+use crate::kafka::{self, Watcher, LIVE_TOPIC, ORDER_TOPIC};
 use crate::measure::{peak_rss_kib, postgres_cpu_ms};
-use crate::relay::{recvlogical, TailerRelay};
+use crate::relay::debezium::Debezium;
+use crate::relay::{recvlogical, tailer, RelayKind, Running};
 use crate::report::Row;
 use crate::workload::{self, Backlog};
 use crate::BrokerKind;
 
-const TAILER_SLOT: &str = "bench_tailer";
-const RECV_SLOT: &str = "bench_recv";
+/// What the relays need to start.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub tailer_bin: PathBuf,
+    pub debezium: Option<Debezium>,
+    pub relays: Vec<RelayKind>,
+}
 
 #[allow(dead_code)] // held for their Drop: the services live as long as the scenario
 enum Broker {
@@ -29,21 +33,24 @@ enum Broker {
 /// One scenario's services: a cluster with the schema and a slot per relay, and a broker.
 #[allow(missing_debug_implementations)]
 pub struct Env {
-    pg: PgCluster,
-    db: TestDb,
-    client: Client,
+    pub(crate) pg: PgCluster,
+    pub(crate) db: TestDb,
+    pub(crate) client: Client,
     broker: Broker,
     kind: BrokerKind,
-    tailer_bin: PathBuf,
+    pub(crate) tools: Tools,
+    /// Debezium's offsets, per variant, kept across restarts within the scenario.
+    state: HashMap<RelayKind, TempDir>,
 }
 
 impl Env {
-    pub async fn start(kind: BrokerKind, tailer_bin: &Path) -> anyhow::Result<Env> {
+    pub async fn start(kind: BrokerKind, tools: &Tools) -> anyhow::Result<Env> {
         let pg = PgCluster::start().await?;
         let db = pg.create_database().await?;
         let client = db.connect().await?;
         client.batch_execute(workload::SCHEMA).await?;
-        for slot in [TAILER_SLOT, RECV_SLOT] {
+        let slots = std::iter::once(recvlogical::SLOT).chain(tools.relays.iter().map(|r| r.slot()));
+        for slot in slots {
             client
                 .execute(
                     "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -54,38 +61,83 @@ impl Env {
         let broker = match kind {
             BrokerKind::Mock => Broker::Mock(MockKafka::start_with_topics(
                 1,
-                &[("outbox.event.order", 3), ("outbox.event.live", 3)],
+                &[(ORDER_TOPIC, 3), (LIVE_TOPIC, 3)],
             )?),
-            BrokerKind::Tansu => Broker::Tansu(TansuBroker::start().await?),
+            BrokerKind::Tansu => {
+                let t = TansuBroker::start().await?;
+                for topic in [ORDER_TOPIC, LIVE_TOPIC] {
+                    outbox_testkit::create_topic(&t.bootstrap_servers(), topic, 3).await?;
+                }
+                Broker::Tansu(t)
+            }
         };
+        let mut state = HashMap::new();
+        for relay in tools.relays.iter().filter(|r| r.is_debezium()) {
+            state.insert(
+                *relay,
+                tempfile::Builder::new()
+                    .prefix("outbox-bench-debezium-")
+                    .tempdir()?,
+            );
+        }
         Ok(Env {
             pg,
             db,
             client,
             broker,
             kind,
-            tailer_bin: tailer_bin.to_owned(),
+            tools: tools.clone(),
+            state,
         })
     }
 
-    fn bootstrap(&self) -> String {
+    pub(crate) fn bootstrap(&self) -> String {
         match &self.broker {
             Broker::Mock(m) => m.bootstrap_servers().to_owned(),
             Broker::Tansu(t) => t.bootstrap_servers(),
         }
     }
 
-    fn tailer(&self) -> anyhow::Result<TailerRelay> {
-        TailerRelay::start(
-            &self.tailer_bin,
-            &self.db.conn_str(),
-            &self.bootstrap(),
-            TAILER_SLOT,
-            self.kind,
-        )
+    pub(crate) fn start_relay(&self, relay: RelayKind) -> anyhow::Result<Running> {
+        match relay {
+            RelayKind::Tailer => tailer::start(
+                &self.tools.tailer_bin,
+                &self.db.conn_str(),
+                &self.bootstrap(),
+                relay.slot(),
+                self.kind,
+            ),
+            RelayKind::Debezium | RelayKind::DebeziumTuned => {
+                let debezium = self
+                    .tools
+                    .debezium
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("Debezium is not installed"))?;
+                debezium.start(
+                    relay,
+                    self.pg.port(),
+                    &self.db.name,
+                    &self.bootstrap(),
+                    self.state[&relay].path(),
+                    self.kind == BrokerKind::Mock,
+                )
+            }
+        }
     }
 
-    async fn current_lsn(&self) -> anyhow::Result<String> {
+    /// The relay's Debezium log, for error messages.
+    pub(crate) fn relay_log(&self, relay: RelayKind) -> String {
+        self.state
+            .get(&relay)
+            .and_then(|d| std::fs::read_to_string(d.path().join("debezium.log")).ok())
+            .map(|log| {
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) async fn current_lsn(&self) -> anyhow::Result<String> {
         Ok(self
             .client
             .query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -104,84 +156,208 @@ impl Env {
             .get(0))
     }
 
-    /// Poll until the slot's confirmed position reaches `end`.
-    async fn wait_confirmed(&self, slot: &str, end: &str, within: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + within;
+    /// Bytes of WAL between the slot's confirmed position and now.
+    pub(crate) async fn slot_lag(&self, slot: &str) -> anyhow::Result<i64> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Move the slot to now, so the relay starts without a backlog of earlier relays' events.
+    pub(crate) async fn skip_to_now(&self, slot: &str) -> anyhow::Result<()> {
+        self.client
+            .execute(
+                "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())",
+                &[&slot],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Poll until the slot's confirmed position reaches `end`; `None` if not within `within`.
+    /// Fails when the relay exits.
+    pub(crate) async fn wait_confirmed(
+        &self,
+        relay: RelayKind,
+        running: &mut Running,
+        end: &str,
+        within: Duration,
+    ) -> anyhow::Result<Option<Duration>> {
+        let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         loop {
             let done: bool = self
                 .client
                 .query_one(
                     "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&slot, &end],
+                    &[&relay.slot(), &end],
                 )
                 .await?
                 .get(0);
             if done {
-                return Ok(());
+                return Ok(Some(started.elapsed()));
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "slot {slot} did not reach {end} within {within:?}"
-            );
+            self.ensure_alive(relay, running)?;
+            if started.elapsed() > within {
+                return Ok(None);
+            }
             tick.tick().await;
         }
     }
 
-    fn broker_name(&self) -> &'static str {
+    /// Poll until the relay's slot is in use (the relay is streaming).
+    pub(crate) async fn wait_active(
+        &self,
+        relay: RelayKind,
+        running: &mut Running,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            let active: bool = self
+                .client
+                .query_one(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&relay.slot()],
+                )
+                .await?
+                .get(0);
+            if active {
+                return Ok(());
+            }
+            self.ensure_alive(relay, running)?;
+            anyhow::ensure!(Instant::now() < deadline, "{} never started", relay.label());
+            tick.tick().await;
+        }
+    }
+
+    pub(crate) fn ensure_alive(
+        &self,
+        relay: RelayKind,
+        running: &mut Running,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            running.is_running(),
+            "{} exited early\n{}",
+            relay.label(),
+            self.relay_log(relay)
+        );
+        Ok(())
+    }
+
+    /// Poll until `n` records after `base` are in the topic's log.
+    pub(crate) async fn wait_records(
+        &self,
+        relay: RelayKind,
+        running: &mut Running,
+        topic: &str,
+        base: &kafka::Marks,
+        n: u64,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let watcher = Watcher::spawn(&self.bootstrap(), topic, base, n, Instant::now());
+        let deadline = Instant::now() + within;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while !watcher.is_finished() {
+            self.ensure_alive(relay, running)?;
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not publish {n} events within {within:?}",
+                relay.label()
+            );
+            tick.tick().await;
+        }
+        watcher.join()?;
+        Ok(())
+    }
+
+    pub(crate) fn broker_name(&self) -> &'static str {
         match self.kind {
             BrokerKind::Mock => "mock cluster",
             BrokerKind::Tansu => "tansu",
         }
     }
 
-    /// Drain the backlog already in the slots with both relays, one after the other.
+    /// Drain the backlog already in the slots with every relay, one after the other.
     async fn drain(&self, scenario: &str, events: u64, end: &str) -> anyhow::Result<Vec<Row>> {
         let mut rows = Vec::new();
 
         let cpu0 = postgres_cpu_ms(&self.pg.data_dir())?;
         let wal0 = self.current_lsn().await?;
-        let took = recvlogical(
-            self.pg.bin_dir(),
-            self.pg.port(),
-            &self.db.name,
-            RECV_SLOT,
-            end,
-        )?;
+        let took = recvlogical::drain(self.pg.bin_dir(), self.pg.port(), &self.db.name, end)?;
         rows.push(Row {
             scenario: scenario.to_owned(),
-            relay: "pg_recvlogical (to /dev/null)".into(),
+            relay: recvlogical::LABEL.into(),
             broker: "none".into(),
             events,
             seconds: took.as_secs_f64(),
-            peak_rss_kib: None,
             pg_cpu_ms: Some(postgres_cpu_ms(&self.pg.data_dir())?.saturating_sub(cpu0)),
             wal_bytes: Some(self.wal_since(&wal0).await?),
-            latency_ms: None,
+            ..Row::default()
         });
 
+        for relay in self.tools.relays.clone() {
+            rows.push(self.drain_one(relay, scenario, events, end).await?);
+        }
+        Ok(rows)
+    }
+
+    /// Time from the relay's start until its first event and its last event are in the broker
+    /// (acked), and until its slot confirmed `end`.
+    async fn drain_one(
+        &self,
+        relay: RelayKind,
+        scenario: &str,
+        events: u64,
+        end: &str,
+    ) -> anyhow::Result<Row> {
+        let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC)?;
         let cpu0 = postgres_cpu_ms(&self.pg.data_dir())?;
         let wal0 = self.current_lsn().await?;
         let started = Instant::now();
-        let relay = self.tailer()?;
-        self.wait_confirmed(TAILER_SLOT, end, Duration::from_secs(1800))
-            .await?;
-        let took = started.elapsed();
-        let rss = peak_rss_kib(relay.pid());
+        let watcher = Watcher::spawn(&self.bootstrap(), ORDER_TOPIC, &base, events, started);
+        let mut running = self.start_relay(relay)?;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while !watcher.is_finished() {
+            self.ensure_alive(relay, &mut running)?;
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(1800),
+                "{} did not drain within 30 min",
+                relay.label()
+            );
+            tick.tick().await;
+        }
+        let arrivals = watcher.join()?;
+        // Debezium with its default offset flush interval (1 min) confirms late; wait for
+        // that, but not forever.
+        let confirmed = self
+            .wait_confirmed(relay, &mut running, end, Duration::from_secs(120))
+            .await?
+            .map(|_| started.elapsed());
+        let rss = peak_rss_kib(running.pid());
         let cpu = postgres_cpu_ms(&self.pg.data_dir())?.saturating_sub(cpu0);
-        relay.stop()?;
-        rows.push(Row {
+        running.stop()?;
+        let all = arrivals
+            .all
+            .ok_or_else(|| anyhow::anyhow!("{} did not publish everything", relay.label()))?;
+        Ok(Row {
             scenario: scenario.to_owned(),
-            relay: "outbox-tailer".into(),
+            relay: relay.label(),
             broker: self.broker_name().into(),
             events,
-            seconds: took.as_secs_f64(),
+            seconds: all.as_secs_f64(),
+            first_event_seconds: arrivals.first.map(|d| d.as_secs_f64()),
+            confirmed_seconds: confirmed.map(|d| d.as_secs_f64()),
             peak_rss_kib: rss,
             pg_cpu_ms: Some(cpu),
             wal_bytes: Some(self.wal_since(&wal0).await?),
             latency_ms: None,
-        });
-        Ok(rows)
+        })
     }
 }
 
@@ -200,21 +376,46 @@ pub async fn huge(env: &Env, events: u64) -> anyhow::Result<Vec<Row>> {
         .await
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+/// Live: each relay in turn runs (started and warmed up with one event first), writers commit
+/// single-event transactions at `rate` for `seconds`, one consumer measures commit-to-consume
+/// latency of every event.
+pub async fn live(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for relay in env.tools.relays.clone() {
+        rows.push(live_one(env, relay, rate, seconds).await?);
+    }
+    Ok(rows)
 }
 
-/// Live: the tailer runs, writers commit single-event transactions at `rate` for `seconds`,
-/// one consumer measures commit-to-consume latency of every event.
-pub async fn live(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Row> {
-    let relay = env.tailer()?;
-    let total = rate * seconds;
+async fn live_one(env: &Env, relay: RelayKind, rate: u64, seconds: u64) -> anyhow::Result<Row> {
+    env.skip_to_now(relay.slot()).await?;
+    let mut running = env.start_relay(relay)?;
+    env.wait_active(relay, &mut running).await?;
     let bootstrap = env.bootstrap();
+    let warm = kafka::marks(&bootstrap, LIVE_TOPIC)?;
+    env.client
+        .execute(workload::LIVE_INSERT, &[&-1i64, &kafka::now_us()])
+        .await?;
+    env.wait_records(
+        relay,
+        &mut running,
+        LIVE_TOPIC,
+        &warm,
+        1,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let from = kafka::marks(&bootstrap, LIVE_TOPIC)?;
+
+    let total = rate * seconds;
     let consumer = std::thread::spawn(move || {
-        consume_latencies(&bootstrap, total, Duration::from_secs(seconds + 120))
+        kafka::consume_latencies(
+            &bootstrap,
+            LIVE_TOPIC,
+            &from,
+            total,
+            Duration::from_secs(seconds + 120),
+        )
     });
 
     const WRITERS: usize = 4;
@@ -236,7 +437,7 @@ pub async fn live(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Row> {
                     let client = &clients[k as usize];
                     async move {
                         client
-                            .execute(workload::LIVE_INSERT, &[&n, &now_us()])
+                            .execute(workload::LIVE_INSERT, &[&n, &kafka::now_us()])
                             .await
                     }
                 })
@@ -252,73 +453,18 @@ pub async fn live(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Row> {
     let hist = consumer
         .join()
         .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??;
-    relay.stop()?;
+    running.stop()?;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Ok(Row {
         scenario: format!(
             "live: {rate} events/s for {seconds} s (achieved {:.0}/s)",
             total as f64 / write_secs
         ),
-        relay: "outbox-tailer".into(),
+        relay: relay.label(),
         broker: env.broker_name().into(),
         events: total,
         seconds: write_secs,
-        peak_rss_kib: None,
-        pg_cpu_ms: None,
-        wal_bytes: None,
         latency_ms: Some([ms(0.5), ms(0.99), hist.max() as f64 / 1000.0]),
+        ..Row::default()
     })
-}
-
-/// Read `outbox.event.live` until `total` events arrived; latency = consume time − payload `t`.
-fn consume_latencies(
-    bootstrap: &str,
-    total: u64,
-    within: Duration,
-) -> anyhow::Result<Histogram<u64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "bench")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .set("log_level", "3")
-        .create()?;
-    let deadline = Instant::now() + within;
-    let topic = "outbox.event.live";
-    let partitions = loop {
-        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(1)) {
-            let ps: Vec<i32> = md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if !ps.is_empty() {
-                break ps;
-            }
-        }
-        anyhow::ensure!(Instant::now() < deadline, "topic {topic} never appeared");
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let mut seen = 0u64;
-    while seen < total {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {seen} of {total} live events arrived"
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let now = now_us();
-            let payload: serde_json::Value =
-                serde_json::from_slice(m.payload().unwrap_or_default()).context("live payload")?;
-            let t = payload["t"].as_i64().unwrap_or(now);
-            hist.record((now - t).max(1) as u64)?;
-            seen += 1;
-        }
-    }
-    Ok(hist)
 }

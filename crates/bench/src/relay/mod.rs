@@ -1,98 +1,97 @@
-//! Starting and stopping the relays under test.
+//! The relays under test, one module each, and what they have in common: each runs as its own
+//! process (so its memory is its own), reads its own slot, and is stopped cleanly (SIGTERM) or
+//! killed (SIGKILL) by the scenarios.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+pub mod debezium;
+pub mod recvlogical;
+pub mod tailer;
 
-use anyhow::Context;
+use std::process::{Child, Command};
 
-use crate::BrokerKind;
+use clap::ValueEnum;
 
-/// The tailer as its own process.
-#[derive(Debug)]
-pub struct TailerRelay {
-    child: Child,
+/// A relay that publishes to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, serde::Serialize)]
+pub enum RelayKind {
+    /// outbox-tailer.
+    Tailer,
+    /// Debezium 3.6.3 (embedded engine, Outbox Event Router, KafkaProducer), its defaults.
+    Debezium,
+    /// Debezium with the one tuned setting (see `debezium::TUNED`).
+    DebeziumTuned,
 }
 
-impl TailerRelay {
-    pub fn start(
-        bin: &Path,
-        conn_str: &str,
-        bootstrap: &str,
-        slot: &str,
-        broker: BrokerKind,
-    ) -> anyhow::Result<TailerRelay> {
-        let mut cmd = Command::new(bin);
-        cmd.args(["run", "--postgres", conn_str, "--brokers", bootstrap])
-            .args(["--slot", slot, "--publication", "bench_pub"])
-            .args(["--status-interval-ms", "100"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        if broker == BrokerKind::Tansu {
-            cmd.arg("--create-topics");
+impl RelayKind {
+    /// The name in the results.
+    pub fn label(self) -> String {
+        match self {
+            RelayKind::Tailer => "outbox-tailer".into(),
+            RelayKind::Debezium => "Debezium 3.6.3 (defaults)".into(),
+            RelayKind::DebeziumTuned => format!("Debezium 3.6.3 ({})", debezium::TUNED_LABEL),
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        Ok(TailerRelay { child })
     }
 
+    /// Each relay reads its own slot, created with the cluster.
+    pub fn slot(self) -> &'static str {
+        match self {
+            RelayKind::Tailer => "bench_tailer",
+            RelayKind::Debezium => "bench_debezium",
+            RelayKind::DebeziumTuned => "bench_debezium_tuned",
+        }
+    }
+
+    pub fn is_debezium(self) -> bool {
+        matches!(self, RelayKind::Debezium | RelayKind::DebeziumTuned)
+    }
+}
+
+/// A running relay process.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    /// Debezium's runner reports acknowledged batches on stdout.
+    pub acks: Option<debezium::AckLog>,
+}
+
+impl Running {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// SIGTERM and wait (the tailer finishes its transaction, drains acks, confirms).
+    /// Whether the process is still alive (not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM and wait: each relay's clean shutdown (the tailer drains acks and confirms;
+    /// Debezium's engine commits its offsets).
     pub fn stop(mut self) -> anyhow::Result<()> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait()?;
+        anyhow::ensure!(
+            status.success() || status.code().is_none() || status.code() == Some(143),
+            "relay exited with {status} after SIGTERM"
+        );
+        Ok(())
+    }
+
+    /// SIGKILL and reap: a crash.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        signal(self.child.id(), "KILL");
         self.child.wait()?;
         Ok(())
     }
 }
 
-impl Drop for TailerRelay {
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// `pg_recvlogical` from the slot's position to `end`, output to /dev/null; returns how long.
-pub fn recvlogical(
-    pg_bin: &Path,
-    port: u16,
-    db: &str,
-    slot: &str,
-    end: &str,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let status = Command::new(pg_bin.join("pg_recvlogical"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ])
-        .args([
-            "--slot",
-            slot,
-            "--start",
-            "--no-loop",
-            "-E",
-            end,
-            "-f",
-            "/dev/null",
-        ])
-        .args(["-o", "proto_version=1", "-o", "publication_names=bench_pub"])
-        .stdin(Stdio::null())
-        .status()
-        .context("running pg_recvlogical")?;
-    anyhow::ensure!(status.success(), "pg_recvlogical failed: {status}");
-    Ok(started.elapsed())
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }

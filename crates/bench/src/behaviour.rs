@@ -1,0 +1,231 @@
+//! What each relay does around failures and idleness, measured the same way for every relay:
+//! duplicates re-published after a clean stop and restart and after SIGKILL (records in the
+//! topic minus distinct `id` headers), and how far its slot lags while only a table outside the
+//! publication is written.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::kafka::{self, ORDER_TOPIC};
+use crate::relay::{RelayKind, Running};
+use crate::scenario::Env;
+use crate::workload::{self, Backlog};
+use crate::Sizes;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BehaviourRow {
+    pub relay: String,
+    pub broker: String,
+    /// Clean restart: events written (half before the SIGTERM, half after the restart),
+    /// records published for them, and how many of those were duplicates.
+    pub restart_events: u64,
+    pub restart_published: u64,
+    pub restart_duplicates: u64,
+    /// SIGKILL: events written before the start, records in the broker when the kill came,
+    /// records published in all, duplicates.
+    pub kill_events: u64,
+    pub kill_after: u64,
+    pub kill_published: u64,
+    pub kill_duplicates: u64,
+    /// Idle: WAL written by single-row transactions on `orders` (not published) while the relay
+    /// ran, the slot's lag when the writes stopped and `idle_seconds` later, and when the slot
+    /// caught up (`None`: not within that wait).
+    pub idle_wal_bytes: i64,
+    pub idle_lag_at_end: i64,
+    pub idle_lag_after_wait: i64,
+    pub idle_wait_seconds: u64,
+    pub idle_caught_up_seconds: Option<f64>,
+}
+
+impl BehaviourRow {
+    pub fn one_line(&self) -> String {
+        format!(
+            "behaviour | {} | {}: clean restart {} duplicates of {} events; SIGKILL (after {} in broker) {} duplicates of {}; idle slot lag {} B after {} s{}",
+            self.relay,
+            self.broker,
+            self.restart_duplicates,
+            self.restart_events,
+            self.kill_after,
+            self.kill_duplicates,
+            self.kill_events,
+            self.idle_lag_after_wait,
+            self.idle_wait_seconds,
+            self.idle_caught_up_seconds
+                .map(|s| format!(" (caught up after {s:.2} s)"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+pub async fn run(env: &Env, sizes: &Sizes) -> anyhow::Result<Vec<BehaviourRow>> {
+    let mut rows = Vec::new();
+    for relay in env.tools.relays.clone() {
+        let mut row = BehaviourRow {
+            relay: relay.label(),
+            broker: env.broker_name().into(),
+            ..BehaviourRow::default()
+        };
+        clean_restart(env, relay, sizes.restart_events, &mut row).await?;
+        sigkill(env, relay, sizes.restart_events, &mut row).await?;
+        idle(env, relay, sizes.idle_seconds, &mut row).await?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn half(events: u64) -> Backlog {
+    Backlog::Batched {
+        events: events / 2,
+        batch: 100.min(events / 2).max(1),
+    }
+}
+
+/// Poll the topic until every one of `n` distinct events since `base` is there.
+async fn wait_distinct(
+    env: &Env,
+    relay: RelayKind,
+    running: &mut Running,
+    base: &kafka::Marks,
+    n: u64,
+) -> anyhow::Result<()> {
+    env.wait_records(
+        relay,
+        running,
+        ORDER_TOPIC,
+        base,
+        n,
+        Duration::from_secs(600),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base)?;
+        if ids.iter().collect::<HashSet<_>>().len() as u64 >= n {
+            return Ok(());
+        }
+        env.ensure_alive(relay, running)?;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} never published all {n} events",
+            relay.label()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
+    }
+}
+
+/// (records, duplicates) since `base`.
+fn count(env: &Env, base: &kafka::Marks) -> anyhow::Result<(u64, u64)> {
+    let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base)?;
+    let distinct = ids.iter().collect::<HashSet<_>>().len();
+    Ok((ids.len() as u64, (ids.len() - distinct) as u64))
+}
+
+async fn clean_restart(
+    env: &Env,
+    relay: RelayKind,
+    events: u64,
+    row: &mut BehaviourRow,
+) -> anyhow::Result<()> {
+    env.skip_to_now(relay.slot()).await?;
+    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC)?;
+    workload::write_backlog(&env.client, half(events)).await?;
+    let mut running = env.start_relay(relay)?;
+    wait_distinct(env, relay, &mut running, &base, events / 2).await?;
+    running.stop()?;
+    workload::write_backlog(&env.client, half(events)).await?;
+    let mut running = env.start_relay(relay)?;
+    wait_distinct(env, relay, &mut running, &base, 2 * (events / 2)).await?;
+    running.stop()?;
+    let (published, dups) = count(env, &base)?;
+    row.restart_events = 2 * (events / 2);
+    row.restart_published = published;
+    row.restart_duplicates = dups;
+    Ok(())
+}
+
+async fn sigkill(
+    env: &Env,
+    relay: RelayKind,
+    events: u64,
+    row: &mut BehaviourRow,
+) -> anyhow::Result<()> {
+    env.skip_to_now(relay.slot()).await?;
+    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC)?;
+    workload::write_backlog(
+        &env.client,
+        Backlog::Batched {
+            events,
+            batch: 100.min(events),
+        },
+    )
+    .await?;
+    let mut running = env.start_relay(relay)?;
+    env.wait_records(
+        relay,
+        &mut running,
+        ORDER_TOPIC,
+        &base,
+        events / 2,
+        Duration::from_secs(600),
+    )
+    .await?;
+    running.kill()?;
+    let after = kafka::total(&kafka::marks(&env.bootstrap(), ORDER_TOPIC)?) - kafka::total(&base);
+    let mut running = env.start_relay(relay)?;
+    wait_distinct(env, relay, &mut running, &base, events).await?;
+    running.stop()?;
+    let (published, dups) = count(env, &base)?;
+    row.kill_events = events;
+    row.kill_after = after.max(0) as u64;
+    row.kill_published = published;
+    row.kill_duplicates = dups;
+    Ok(())
+}
+
+async fn idle(
+    env: &Env,
+    relay: RelayKind,
+    seconds: u64,
+    row: &mut BehaviourRow,
+) -> anyhow::Result<()> {
+    env.skip_to_now(relay.slot()).await?;
+    let mut running = env.start_relay(relay)?;
+    env.wait_active(relay, &mut running).await?;
+    let lsn0 = env.current_lsn().await?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        env.client
+            .batch_execute(
+                "INSERT INTO orders (note) SELECT repeat('x', 200) FROM generate_series(1, 10)",
+            )
+            .await?;
+    }
+    let end = env.current_lsn().await?;
+    row.idle_wal_bytes = env
+        .client
+        .query_one(
+            "SELECT ($1::text::pg_lsn - $2::text::pg_lsn)::bigint",
+            &[&end, &lsn0],
+        )
+        .await?
+        .get(0);
+    row.idle_lag_at_end = env.slot_lag(relay.slot()).await?;
+    row.idle_wait_seconds = seconds;
+    row.idle_caught_up_seconds = env
+        .wait_confirmed(relay, &mut running, &end, Duration::from_secs(seconds))
+        .await?
+        .map(|d| d.as_secs_f64());
+    row.idle_lag_after_wait = env
+        .client
+        .query_one(
+            "SELECT ($1::text::pg_lsn - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $2",
+            &[&end, &relay.slot()],
+        )
+        .await?
+        .get::<_, i64>(0)
+        .max(0);
+    running.stop()?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Watching the broker the same way for every relay: high watermarks (records in the log, i.e.
+//! acknowledged with acks=all), event ids for duplicate counting, and commit-to-consume latency.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub const ORDER_TOPIC: &str = "outbox.event.order";
+pub const LIVE_TOPIC: &str = "outbox.event.live";
+
+fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set("log_level", "3")
+        .create()?)
+}
+
+/// Per partition: the offset the next record will get.
+pub type Marks = Vec<(i32, i64)>;
+
+fn partitions(c: &BaseConsumer, topic: &str, within: Duration) -> anyhow::Result<Vec<i32>> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(1)) {
+            let ps: Vec<i32> = md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if !ps.is_empty() {
+                return Ok(ps);
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "topic {topic} never appeared");
+    }
+}
+
+fn marks_of(c: &BaseConsumer, topic: &str, parts: &[i32]) -> anyhow::Result<Marks> {
+    parts
+        .iter()
+        .map(|p| {
+            let (_, high) = c.fetch_watermarks(topic, *p, Duration::from_secs(5))?;
+            Ok((*p, high))
+        })
+        .collect()
+}
+
+/// The topic's high watermarks now.
+pub fn marks(bootstrap: &str, topic: &str) -> anyhow::Result<Marks> {
+    let c = consumer(bootstrap)?;
+    let parts = partitions(&c, topic, Duration::from_secs(30))?;
+    marks_of(&c, topic, &parts)
+}
+
+pub fn total(marks: &Marks) -> i64 {
+    marks.iter().map(|(_, o)| *o).sum()
+}
+
+/// When the first record after `base` and the `n`-th arrived in the log (times since `t0`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arrivals {
+    pub first: Option<Duration>,
+    pub all: Option<Duration>,
+}
+
+/// Polls the high watermarks every few milliseconds (cheap: no records are fetched).
+#[derive(Debug)]
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<anyhow::Result<Arrivals>>,
+}
+
+impl Watcher {
+    pub fn spawn(bootstrap: &str, topic: &str, base: &Marks, n: u64, t0: Instant) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+        let base_total = total(base);
+        let parts: Vec<i32> = base.iter().map(|(p, _)| *p).collect();
+        let handle = std::thread::spawn(move || {
+            let c = consumer(&bootstrap)?;
+            let mut arrivals = Arrivals::default();
+            while !flag.load(Ordering::Relaxed) {
+                let now = total(&marks_of(&c, &topic, &parts)?) - base_total;
+                if now > 0 && arrivals.first.is_none() {
+                    arrivals.first = Some(t0.elapsed());
+                }
+                if now >= n as i64 {
+                    arrivals.all = Some(t0.elapsed());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5)); // polling interval, not a sync
+            }
+            Ok(arrivals)
+        });
+        Watcher { stop, handle }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    pub fn join(self) -> anyhow::Result<Arrivals> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("watcher panicked"))?
+    }
+}
+
+/// Every record's `id` header from `from` up to the high watermarks at the time of the call.
+pub fn ids_since(bootstrap: &str, topic: &str, from: &Marks) -> anyhow::Result<Vec<String>> {
+    let c = consumer(bootstrap)?;
+    let parts: Vec<i32> = from.iter().map(|(p, _)| *p).collect();
+    let to: HashMap<i32, i64> = marks_of(&c, topic, &parts)?.into_iter().collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
+    for (p, o) in from {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+        remaining += to[p] - o;
+    }
+    c.assign(&tpl)?;
+    let mut next: HashMap<i32, i64> = from.iter().copied().collect();
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while next.iter().any(|(p, o)| *o < to[p]) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "read {} of {remaining} records",
+            ids.len()
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            next.insert(m.partition(), m.offset() + 1);
+            if m.offset() >= to[&m.partition()] {
+                continue;
+            }
+            let id = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "id"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .context("a record without an id header")?;
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Read `topic` from `from` until `total` events arrived; latency = consume time − payload `t`.
+pub fn consume_latencies(
+    bootstrap: &str,
+    topic: &str,
+    from: &Marks,
+    total: u64,
+    within: Duration,
+) -> anyhow::Result<Histogram<u64>> {
+    let c = consumer(bootstrap)?;
+    let deadline = Instant::now() + within;
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in from {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+    }
+    c.assign(&tpl)?;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut seen = 0u64;
+    while seen < total {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {seen} of {total} live events arrived"
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let now = now_us();
+            let mut payload: serde_json::Value =
+                serde_json::from_slice(m.payload().unwrap_or_default()).context("live payload")?;
+            // A relay that sends jsonb as a JSON string (Debezium's JsonConverter) is read too.
+            if let Some(s) = payload.as_str() {
+                payload = serde_json::from_str(s).context("live payload in a string")?;
+            }
+            let t = payload["t"].as_i64().context("live payload without t")?;
+            hist.record((now - t).max(1) as u64)?;
+            seen += 1;
+        }
+    }
+    Ok(hist)
+}

