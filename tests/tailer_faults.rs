@@ -176,7 +176,10 @@ impl Writer {
             let mut client = db.connect().await?;
             let mut ids = Vec::new();
             let mut t = 0usize;
+            // Paces the load (about 200 transactions/s), so kills land mid-stream.
+            let mut pace = tokio::time::interval(Duration::from_millis(5));
             while !s.load(Ordering::SeqCst) {
+                pace.tick().await;
                 let tx = client.transaction().await?;
                 for k in 0..3 {
                     let n = t * 3 + k;
@@ -187,9 +190,6 @@ impl Writer {
                 tx.commit().await?;
                 t += 1;
                 w.store(t, Ordering::SeqCst);
-                if t % 2 == 0 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
             }
             anyhow::Ok(ids)
         });

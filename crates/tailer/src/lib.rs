@@ -133,14 +133,7 @@ async fn run_until(
         "preflight passed"
     );
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let sink = KafkaSink::new(
-        &config.sink,
-        ack_tx,
-        config.max_in_flight_events,
-        config.max_in_flight_bytes,
-        config.route.max_message_bytes,
-    )?
-    .with_stop(stop.clone());
+    let sink = KafkaSink::for_tailer(&config, ack_tx)?.with_stop(stop.clone());
     let router = Router::new(config.route.clone())?;
     let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone())?;
     let window = Window {

@@ -80,14 +80,7 @@ async fn poll_until(
     let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone())?;
     let router = Router::new(config.route.clone())?;
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
-    let mut sink = KafkaSink::new(
-        &config.sink,
-        ack_tx,
-        config.max_in_flight_events,
-        config.max_in_flight_bytes,
-        config.route.max_message_bytes,
-    )?
-    .with_stop(stop.clone());
+    let mut sink = KafkaSink::for_tailer(&config, ack_tx)?.with_stop(stop.clone());
     let columns: Vec<String> = decoder
         .envelope_columns()
         .iter()

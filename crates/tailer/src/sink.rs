@@ -167,6 +167,20 @@ impl KafkaSink {
         })
     }
 
+    /// The sink a relay (`run` or `poll`) uses: sized by its window and record limit.
+    pub fn for_tailer(
+        config: &crate::config::TailerConfig,
+        acks: mpsc::UnboundedSender<Ack>,
+    ) -> Result<KafkaSink, TailerError> {
+        KafkaSink::new(
+            &config.sink,
+            acks,
+            config.max_in_flight_events,
+            config.max_in_flight_bytes,
+            config.route.max_message_bytes,
+        )
+    }
+
     /// Stop waiting for the broker (topic creation) once shutdown is requested.
     pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
         self.stop = Some(stop);
