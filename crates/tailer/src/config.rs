@@ -777,4 +777,39 @@ mod tests {
         let e = toml::from_str::<FileConfig>("slott = 'x'").unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
     }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let path = std::env::temp_dir().join(format!("outbox-tailer-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "slot = 'from_file'\npublication = 'file_pub'\ntopic = 'events.${type}'\n\
+             dead_letter_topic = 'dlq'\nmax_in_flight_events = 7\n[kafka]\n'socket.timeout.ms' = '1234'\n",
+        )
+        .unwrap();
+        let path_str = path.to_str().unwrap();
+        let c = run_args(&["--config", path_str, "--publication", "flag_pub"]).resolve();
+        std::fs::remove_file(&path).unwrap();
+        let c = c.unwrap();
+        assert_eq!(c.source.slot, "from_file");
+        assert_eq!(
+            c.source.publication, "flag_pub",
+            "the flag wins over the file"
+        );
+        assert_eq!(c.route.topic, "events.${type}");
+        assert_eq!(c.route.dead_letter_topic.as_deref(), Some("dlq"));
+        assert_eq!(c.max_in_flight_events, 7);
+        assert!(c
+            .sink
+            .options
+            .contains(&("socket.timeout.ms".to_owned(), "1234".to_owned())));
+    }
+
+    #[test]
+    fn a_missing_config_file_is_a_clear_error() {
+        let e = run_args(&["--config", "/nonexistent/outbox.toml"])
+            .resolve()
+            .unwrap_err();
+        assert!(e.to_string().contains("cannot read config file"), "{e}");
+    }
 }
