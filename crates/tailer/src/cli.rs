@@ -1,10 +1,13 @@
 //! The command line: parse flags, set up logging, call the library. `main.rs` is one line.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::config::{AnyCommand, Command, CommandLine, LogFormat, PeekArgs, StatusArgs};
+use crate::config::{
+    AnyCommand, Command, CommandLine, LogFormat, PeekArgs, ReplayArgs, ReplayTarget, StatusArgs,
+};
 use crate::error::TailerError;
 use tracing_subscriber::EnvFilter;
 
@@ -12,7 +15,9 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or log collectors.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -51,6 +56,7 @@ async fn main_async(cli: CommandLine) -> ExitCode {
     let result = match cli.command {
         AnyCommand::Status(args) => status(&args).await,
         AnyCommand::Peek(args) => peek(&args).await,
+        AnyCommand::Replay(args) => replay(&args).await,
         AnyCommand::Poll(args) => match args
             .run
             .resolve()
@@ -63,11 +69,17 @@ async fn main_async(cli: CommandLine) -> ExitCode {
         },
         AnyCommand::Core(Command::Setup(args)) => {
             match args.db.file().and_then(|f| args.db.resolve(&f)) {
-                Ok(source) => crate::setup::setup(&source).await.map(|report| {
-                    for action in report.actions {
-                        println!("{action}");
+                Ok(source) => match crate::setup::setup(&source).await {
+                    Ok(report) => {
+                        for action in report.actions {
+                            println!("{action}");
+                        }
+                        crate::retention::ensure_replay_slot(&source)
+                            .await
+                            .map(|done| done.into_iter().for_each(|d| println!("{d}")))
                     }
-                }),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             }
         }
@@ -123,4 +135,28 @@ async fn peek(args: &PeekArgs) -> Result<(), TailerError> {
         print!("{}", crate::ops::peek::render(&report));
     }
     Ok(())
+}
+
+async fn replay(args: &ReplayArgs) -> Result<(), TailerError> {
+    let config = args.run.resolve()?;
+    let opts = crate::ops::replay::ReplayOptions {
+        from: args.from_lsn,
+        to: args.to_lsn,
+        target: args.to,
+        dry_run: args.dry_run,
+        progress: true,
+    };
+    let summary = crate::ops::replay::replay(&config, &opts, shutdown_signal()).await?;
+    let text = crate::ops::replay::render(&summary);
+    // Records own stdout when they go there.
+    if args.to == ReplayTarget::Stdout && !args.dry_run {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    if summary.complete {
+        Ok(())
+    } else {
+        Err(TailerError::Interrupted)
+    }
 }

@@ -60,6 +60,10 @@ pub enum AnyCommand {
     /// Show the events waiting in the slot, routed as they would be published, without
     /// consuming them (reads a temporary copy of the slot; the slot itself never moves).
     Peek(PeekArgs),
+    /// Re-publish the outbox events committed between two LSNs (a commit's LSN is in every
+    /// record's `outbox-lsn` header) without moving the live slot: reads a temporary copy of
+    /// the replay slot (`--replay-slot`) or of the live slot, whichever still holds the range.
+    Replay(ReplayArgs),
     /// The polling relay: publish unpublished outbox rows every interval, then mark them
     /// published (or delete them). A baseline, and a fallback where logical replication is not
     /// available; needs the `seq` and `published_at` columns (migrations/0003).
@@ -184,6 +188,37 @@ pub struct PeekArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Database, routing and Kafka settings, as for `run`.
+    #[command(flatten)]
+    pub run: Box<RunArgs>,
+
+    /// Replay transactions whose commit LSN (header `outbox-lsn`) is at least this, e.g. 0/16B3748.
+    #[arg(long, value_name = "LSN")]
+    pub from_lsn: pgoutput::Lsn,
+
+    /// … and at most this [default: the server's current WAL position when replay starts].
+    #[arg(long, value_name = "LSN")]
+    pub to_lsn: Option<pgoutput::Lsn>,
+
+    /// Where replayed events go: `kafka` (the topics `run` publishes to, records identical to
+    /// the originals, so consumers dedupe them by `id`) or `stdout` (one JSON object per line).
+    #[arg(long, value_enum, default_value_t = ReplayTarget::Kafka)]
+    pub to: ReplayTarget,
+
+    /// Decode and route the range, print the summary, publish nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Where `replay` sends events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayTarget {
+    Kafka,
+    Stdout,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -226,6 +261,12 @@ pub struct DatabaseArgs {
     /// Outbox table, `schema.table` [default: public.outbox].
     #[arg(long, env = "OUTBOX_TABLE")]
     pub table: Option<String>,
+
+    /// A second slot that trails the live one by `--replay-retention-secs`, so `replay` can
+    /// re-publish recent events that were already confirmed [default: none]. Holds WAL for that
+    /// long: see docs/operations.md.
+    #[arg(long, env = "OUTBOX_REPLAY_SLOT")]
+    pub replay_slot: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -348,6 +389,17 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
+
+    /// Start streaming at this LSN instead of the slot's position: transactions committed
+    /// before it are SKIPPED and never published (the slot is advanced to it first). For
+    /// recovering from a poison event or a deliberate cut-over only; on the command line only.
+    #[arg(long, env = "OUTBOX_START_LSN", value_name = "LSN")]
+    pub start_lsn: Option<pgoutput::Lsn>,
+
+    /// With `--replay-slot`: how far (in seconds of confirmed progress) the replay slot trails
+    /// the live slot [default: 86400].
+    #[arg(long, env = "OUTBOX_REPLAY_RETENTION_SECS")]
+    pub replay_retention_secs: Option<u64>,
 }
 
 /// The TOML file: every field optional, unknown keys rejected.
@@ -359,6 +411,8 @@ pub struct FileConfig {
     pub slot: Option<String>,
     pub publication: Option<String>,
     pub table: Option<String>,
+    pub replay_slot: Option<String>,
+    pub replay_retention_secs: Option<u64>,
     pub brokers: Option<String>,
     #[serde(default)]
     pub kafka: std::collections::BTreeMap<String, String>,
@@ -407,6 +461,8 @@ pub struct SourceConfig {
     pub slot: String,
     pub publication: String,
     pub table: TableName,
+    /// The slot that trails the live one so `replay` can reach back (none: no replay window).
+    pub replay_slot: Option<String>,
 }
 
 impl std::fmt::Debug for SourceConfig {
@@ -416,6 +472,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("slot", &self.slot)
             .field("publication", &self.publication)
             .field("table", &self.table)
+            .field("replay_slot", &self.replay_slot)
             .finish()
     }
 }
@@ -524,6 +581,10 @@ pub struct TailerConfig {
     /// How often the slot watchdog looks at the slot.
     pub slot_check_interval: Duration,
     pub thresholds: SlotThresholds,
+    /// Skip ahead to this LSN before streaming (`run --start-lsn`).
+    pub start_lsn: Option<pgoutput::Lsn>,
+    /// How far the replay slot trails the live slot.
+    pub replay_retention: Duration,
 }
 
 impl DatabaseArgs {
@@ -567,11 +628,24 @@ impl DatabaseArgs {
         let publication = pick(&self.publication, &file.publication, "outbox_pub");
         validate_ident("publication", &publication)?;
         let table = TableName::parse(&pick(&self.table, &file.table, "public.outbox"))?;
+        let replay_slot = self
+            .replay_slot
+            .clone()
+            .or_else(|| file.replay_slot.clone());
+        if let Some(replay) = &replay_slot {
+            validate_slot(replay)?;
+            if *replay == slot {
+                return Err(TailerError::Config(format!(
+                    "the replay slot must differ from the live slot ({slot})"
+                )));
+            }
+        }
         Ok(SourceConfig {
             pg,
             slot,
             publication,
             table,
+            replay_slot,
         })
     }
 }
@@ -721,6 +795,12 @@ impl RunArgs {
                     .unwrap_or(10_000),
             )?),
             thresholds: self.thresholds.resolve(&file),
+            start_lsn: self.start_lsn,
+            replay_retention: Duration::from_secs(
+                self.replay_retention_secs
+                    .or(file.replay_retention_secs)
+                    .unwrap_or(86_400),
+            ),
         })
     }
 }

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod poll;
 pub mod progress;
+pub mod retention;
 pub mod route;
 pub mod setup;
 pub mod sink;
@@ -87,8 +88,15 @@ pub async fn run(
             reason
         })
     };
+    let trailing = tokio::spawn(retention::keep_trailing(
+        config.source.clone(),
+        config.replay_retention,
+        config.slot_check_interval,
+        Arc::clone(&metrics),
+    ));
     let result = run_until(config, &mut stop, &metrics).await;
     stopper.abort();
+    trailing.abort();
     metrics.streaming.set(0);
     let invalidated = if watchdog.is_finished() {
         watchdog.await.ok()
@@ -132,6 +140,13 @@ async fn run_until(
         confirmed_flush_lsn = %slot.confirmed_flush_lsn,
         "preflight passed"
     );
+    if let Some(done) = retention::ensure_replay_slot(&config.source).await? {
+        tracing::info!("{done}");
+    }
+    let start_at = match config.start_lsn {
+        Some(to) => skip_ahead(&config, slot.confirmed_flush_lsn, to).await?,
+        None => slot.confirmed_flush_lsn,
+    };
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let sink = KafkaSink::for_tailer(&config, ack_tx)?.with_stop(stop.clone());
     let router = Router::new(config.route.clone())?;
@@ -140,16 +155,9 @@ async fn run_until(
         max_events: config.max_in_flight_events,
         max_bytes: config.max_in_flight_bytes,
     };
-    let mut pipeline = Pipeline::new(
-        decoder,
-        router,
-        sink,
-        ack_rx,
-        window,
-        slot.confirmed_flush_lsn,
-    )
-    .with_message_prefix(config.message_prefix.clone())
-    .with_metrics(Arc::clone(metrics));
+    let mut pipeline = Pipeline::new(decoder, router, sink, ack_rx, window, start_at)
+        .with_message_prefix(config.message_prefix.clone())
+        .with_metrics(Arc::clone(metrics));
     backoff.reset();
     let mut first = true;
 
@@ -194,7 +202,8 @@ async fn run_until(
             other => other,
         };
         match streamed {
-            Ok(StreamEnd::Shutdown) => {
+            // A replication stream never ends on its own; treat it like a shutdown if it does.
+            Ok(StreamEnd::Shutdown | StreamEnd::Exhausted) => {
                 let deadline = Instant::now() + config.shutdown_timeout;
                 let drained = pipeline
                     .drain(Some(&mut source), Some(deadline), None)
@@ -240,6 +249,40 @@ async fn run_until(
             }
         }
     }
+}
+
+/// `run --start-lsn`: move the slot forward to `to` before streaming, so the skip survives a
+/// restart; what lies between is never published, and the log says so loudly.
+async fn skip_ahead(
+    config: &TailerConfig,
+    slot_at: pgoutput::Lsn,
+    to: pgoutput::Lsn,
+) -> Result<pgoutput::Lsn, TailerError> {
+    let slot = &config.source.slot;
+    if to <= slot_at {
+        tracing::warn!(start_lsn = %to, slot_at = %slot_at, "--start-lsn is not ahead of the slot: nothing is skipped, streaming from the slot's position");
+        return Ok(slot_at);
+    }
+    let client = setup::connect(&config.source).await?;
+    let current = ops::slots::current_wal_lsn(&client).await?;
+    if to > current {
+        return Err(TailerError::Config(format!(
+            "--start-lsn {to} is ahead of the server's current WAL position {current}"
+        )));
+    }
+    tracing::warn!(
+        slot = %slot,
+        from = %slot_at,
+        to = %to,
+        skipped_wal_bytes = to.as_u64() - slot_at.as_u64(),
+        "SKIPPING EVENTS: --start-lsn moves the slot forward; outbox events of transactions \
+         committed at or after `from` and before `to` are NEVER published by this tailer. To \
+         see them first: `outbox-tailer peek` (before starting). To publish them later: \
+         `outbox-tailer replay --from-lsn <from> --to-lsn <to>` while a replay slot still holds them"
+    );
+    let at = ops::slots::advance(&client, slot, to).await?;
+    tracing::info!(slot = %slot, at = %at, "slot advanced");
+    Ok(at)
 }
 
 /// Sleep for `delay`; true when shutdown was requested meanwhile.

@@ -35,6 +35,8 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamEnd {
     Shutdown,
+    /// The source ended (`replay` reached the end of its range) between transactions.
+    Exhausted,
 }
 
 /// Limits of the in-flight window.
@@ -116,6 +118,10 @@ impl<K: Sink> Pipeline<K> {
         &self.sink
     }
 
+    pub fn sink_mut(&mut self) -> &mut K {
+        &mut self.sink
+    }
+
     fn has_room(&self) -> bool {
         self.tracker.in_flight_events() < self.window.max_events
             && self.tracker.in_flight_bytes() < self.window.max_bytes
@@ -146,7 +152,13 @@ impl<K: Sink> Pipeline<K> {
                     return Ok(StreamEnd::Shutdown);
                 }
                 Some(ack) = self.acks.recv() => self.on_ack(ack, Some(&mut *source))?,
-                event = source.next(), if room => self.on_event(event?, source).await?,
+                event = source.next(), if room => match event? {
+                    SourceEvent::End if self.txn.is_none() => return Ok(StreamEnd::Exhausted),
+                    SourceEvent::End => return Err(TailerError::Preflight(
+                        "the source ended inside a transaction; this is a bug, please report it".into(),
+                    )),
+                    event => self.on_event(event, source).await?,
+                },
             }
         }
     }
@@ -246,6 +258,8 @@ impl<K: Sink> Pipeline<K> {
                     self.metrics.caught_up();
                 }
             }
+            // Handled by `stream`.
+            SourceEvent::End => {}
             SourceEvent::Message {
                 transactional,
                 lsn,

@@ -44,6 +44,8 @@ pub enum SourceEvent {
     Keepalive {
         wal_end: Lsn,
     },
+    /// A bounded source (`replay`) has nothing more; a replication stream never ends.
+    End,
 }
 
 impl SourceEvent {
@@ -55,6 +57,7 @@ impl SourceEvent {
             SourceEvent::Commit { .. } => "commit",
             SourceEvent::Message { .. } => "message",
             SourceEvent::Keepalive { .. } => "keepalive",
+            SourceEvent::End => "end",
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::config::{RouteConfig, SourceConfig};
 use crate::error::TailerError;
 use crate::events::{Decoded, EventDecoder};
 use crate::names::quote_ident;
+use crate::ops::slots::{self, TempCopy};
 use crate::route::{Router, TxnPosition};
 
 /// One event as it would be published.
@@ -79,53 +80,23 @@ struct OpenTxn {
 /// Read up to `limit` waiting events through a temporary copy of the slot.
 pub async fn peek(config: &SourceConfig, opts: &PeekOptions) -> Result<PeekReport, TailerError> {
     let client = crate::setup::connect(config).await?;
-    let row = client
-        .query_opt(
-            "SELECT confirmed_flush_lsn::text, wal_status FROM pg_catalog.pg_replication_slots \
-             WHERE slot_name = $1",
-            &[&config.slot],
-        )
-        .await
-        .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))?;
-    let Some(row) = row else {
+    let Some(slot) = slots::slot_info(&client, &config.slot).await? else {
         return Err(TailerError::Preflight(format!(
             "replication slot {} does not exist: nothing to peek at",
             config.slot
         )));
     };
-    if row.get::<_, Option<String>>(1).as_deref() == Some("lost") {
+    if slot.lost {
         return Err(TailerError::Preflight(format!(
             "slot {} is invalidated (wal_status = lost): its events can no longer be read; see \
              `outbox-tailer status` and docs/operations.md",
             config.slot
         )));
     }
-    let confirmed: String = row.get::<_, Option<String>>(0).unwrap_or_default();
-    let pid: i32 = client
-        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
-        .await
-        .map_err(|e| TailerError::postgres("reading the backend pid", e))?
-        .get(0);
-    let copy = format!("outbox_tailer_peek_{pid}");
-    client
-        .query_one(
-            "SELECT slot_name::text FROM pg_catalog.pg_copy_logical_replication_slot($1, $2, true)",
-            &[&config.slot, &copy],
-        )
-        .await
-        .map_err(|e| {
-            TailerError::Preflight(format!(
-                "cannot make a temporary copy of slot {} to peek at: {e} (needs a free \
-                 max_replication_slots entry and the REPLICATION attribute)",
-                config.slot
-            ))
-        })?;
-
-    let result = read_events(&client, &copy, config, opts).await;
-    // The copy is temporary and vanishes with the session anyway; drop it now to free the entry.
-    let _ = client
-        .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[&copy])
-        .await;
+    let confirmed = slot.confirmed_flush_lsn.to_string();
+    let copy = TempCopy::create(&client, &config.slot, "peek").await?;
+    let result = read_events(&client, &copy.name, config, opts).await;
+    copy.drop(&client).await;
     let (events, more) = result?;
     Ok(PeekReport {
         slot: config.slot.clone(),
@@ -150,11 +121,7 @@ async fn read_events(
     let mut txn: Option<OpenTxn> = None;
     loop {
         let rows = client
-            .query(
-                "SELECT data FROM pg_catalog.pg_logical_slot_get_binary_changes($1, NULL, $2, \
-                 'proto_version', '1', 'publication_names', $3, 'messages', 'true')",
-                &[&copy, &chunk, &publication],
-            )
+            .query(slots::CHANGES_SQL, &[&copy, &chunk, &publication])
             .await
             .map_err(|e| TailerError::postgres("reading changes from the slot copy", e))?;
         let drained = rows.len() < chunk as usize;

@@ -1,0 +1,568 @@
+//! `outbox-tailer replay`: re-publish the outbox events committed between two LSNs, without
+//! moving the live slot.
+//!
+//! ```text
+//!   replay slot (or live slot) ──copy, temporary──▶ tmp ──advance to --from-lsn──▶ tmp
+//!   tmp ──pg_logical_slot_get_binary_changes, chunk by chunk──▶ ChangesSource
+//!   ChangesSource ──▶ the tailer's own Pipeline (decode, route, window, acks) ──▶ Kafka | stdout
+//! ```
+//!
+//! Logical decoding never sends a transaction that committed before the slot's
+//! `confirmed_flush_lsn`, so a range can only be replayed from a slot that has not confirmed
+//! past its start: the replay slot, which trails the live one by `--replay-retention-secs`
+//! (see [`crate::retention`]), or the live slot for events not yet confirmed. Transactions are
+//! selected by their commit LSN, the `outbox-lsn` header of every record: `from ≤ commit ≤ to`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use pgoutput::{Lsn, Message};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{Client, RowStream};
+
+use crate::config::{ReplayTarget, SourceConfig, TailerConfig};
+use crate::error::TailerError;
+use crate::events::EventDecoder;
+use crate::names::quote_ident;
+use crate::ops::slots::{self, SlotInfo, TempCopy};
+use crate::pipeline::{Pipeline, StreamEnd, Window};
+use crate::progress::Ticket;
+use crate::route::{Record, Router};
+use crate::sink::{Ack, KafkaSink, Sink};
+use crate::source::{Source, SourceEvent};
+
+/// What to replay and where.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub from: Lsn,
+    /// `None`: the server's current WAL position when the replay starts.
+    pub to: Option<Lsn>,
+    pub target: ReplayTarget,
+    pub dry_run: bool,
+    /// Draw a progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    pub from_lsn: String,
+    pub to_lsn: String,
+    /// The slot whose temporary copy was read.
+    pub read_from_slot: String,
+    pub transactions: u64,
+    pub events: u64,
+    pub dead_lettered: u64,
+    pub events_by_topic: BTreeMap<String, u64>,
+    pub target: String,
+    pub dry_run: bool,
+    /// False when interrupted before every event was acked; `resume_from_lsn` then says where
+    /// to start again.
+    pub complete: bool,
+    pub resume_from_lsn: String,
+    pub elapsed_ms: u64,
+}
+
+/// Which slot still holds `[from, to]`, and the resolved `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayPlan {
+    pub slot: String,
+    pub from: Lsn,
+    pub to: Lsn,
+}
+
+/// Check the range and pick the slot to copy: among the live and the replay slot, the one
+/// with the highest `confirmed_flush_lsn` not past `from` (least WAL to skip over).
+pub async fn plan(
+    client: &Client,
+    config: &SourceConfig,
+    from: Lsn,
+    to: Option<Lsn>,
+) -> Result<ReplayPlan, TailerError> {
+    let current = slots::current_wal_lsn(client).await?;
+    let to = to.unwrap_or(current);
+    if from > current {
+        return Err(TailerError::Config(format!(
+            "--from-lsn {from} is ahead of the server's current WAL position {current}: nothing \
+             was committed there yet"
+        )));
+    }
+    if from > to {
+        return Err(TailerError::Config(format!(
+            "--from-lsn {from} is after --to-lsn {to}: nothing to replay"
+        )));
+    }
+    let mut known = Vec::new();
+    for name in std::iter::once(&config.slot).chain(config.replay_slot.as_ref()) {
+        match slots::slot_info(client, name).await? {
+            Some(info) => known.push(info),
+            None if *name == config.slot => {
+                return Err(TailerError::Preflight(format!(
+                    "replication slot {name} does not exist: run `outbox-tailer setup` first"
+                )))
+            }
+            None => {
+                tracing::warn!(slot = %name, "the replay slot does not exist; `run` creates it")
+            }
+        }
+    }
+    let usable = known
+        .iter()
+        .filter(|s| !s.lost && s.confirmed_flush_lsn <= from)
+        .max_by_key(|s| s.confirmed_flush_lsn);
+    match usable {
+        Some(slot) => Ok(ReplayPlan {
+            slot: slot.name.clone(),
+            from,
+            to,
+        }),
+        None => Err(not_retained(config, from, &known)),
+    }
+}
+
+fn not_retained(config: &SourceConfig, from: Lsn, known: &[SlotInfo]) -> TailerError {
+    let oldest = known
+        .iter()
+        .filter(|s| !s.lost)
+        .min_by_key(|s| s.confirmed_flush_lsn);
+    let mut message = format!("LSN {from} is no longer retained: ");
+    match oldest {
+        Some(s) => message.push_str(&format!(
+            "the oldest commit that can still be replayed is at {} (slot {}'s \
+             confirmed_flush_lsn); PostgreSQL never decodes a transaction that committed before \
+             a slot's confirmed position, and the WAL before it may already be recycled.",
+            s.confirmed_flush_lsn, s.name
+        )),
+        None => {
+            message.push_str("every slot that could hold it is invalidated (wal_status = lost).")
+        }
+    }
+    message.push_str(" Options: (1) replay what is retained, with --from-lsn ");
+    message.push_str(&oldest.map_or("<a later LSN>".into(), |s| {
+        s.confirmed_flush_lsn.to_string()
+    }));
+    message.push_str(
+        "; (2) if your outbox rows are kept in the table, re-publish them from there (for \
+         example re-insert the rows you need in a new transaction: consumers dedupe by `id`); ",
+    );
+    if config.replay_slot.is_none() {
+        message.push_str(
+            "(3) to be able to replay confirmed events in future, keep a replay window: run with \
+             --replay-slot and --replay-retention-secs (docs/operations.md, \"Replay\").",
+        );
+    } else {
+        message.push_str(
+            "(3) keep a longer replay window: raise --replay-retention-secs (docs/operations.md, \
+             \"Replay\").",
+        );
+    }
+    TailerError::Preflight(message)
+}
+
+/// Replay `opts.from..=opts.to` through the tailer's pipeline; `stop` interrupts it (what is
+/// acked so far stays published, the summary says where to resume).
+pub async fn replay(
+    config: &TailerConfig,
+    opts: &ReplayOptions,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<ReplaySummary, TailerError> {
+    let started = Instant::now();
+    let client = Arc::new(crate::setup::connect(&config.source).await?);
+    let plan = plan(&client, &config.source, opts.from, opts.to).await?;
+    let copy = TempCopy::create(&client, &plan.slot, "replay").await?;
+    let result = replay_copy(config, opts, &plan, &client, &copy.name, stop).await;
+    copy.drop(&client).await;
+    let (stats, durable, by_topic, complete) = result?;
+    Ok(ReplaySummary {
+        from_lsn: plan.from.to_string(),
+        to_lsn: plan.to.to_string(),
+        read_from_slot: plan.slot,
+        transactions: stats.transactions,
+        events: stats.events_published,
+        dead_lettered: stats.dead_lettered,
+        events_by_topic: by_topic,
+        target: match opts.target {
+            ReplayTarget::Kafka => "kafka".into(),
+            ReplayTarget::Stdout => "stdout".into(),
+        },
+        dry_run: opts.dry_run,
+        complete,
+        resume_from_lsn: durable.to_string(),
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+type Outcome = (crate::Stats, Lsn, BTreeMap<String, u64>, bool);
+
+async fn replay_copy(
+    config: &TailerConfig,
+    opts: &ReplayOptions,
+    plan: &ReplayPlan,
+    client: &Arc<Client>,
+    copy: &str,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<Outcome, TailerError> {
+    let at = slots::advance(client, copy, plan.from).await?;
+    if at < plan.from {
+        return Err(TailerError::Preflight(format!(
+            "cannot position a copy of slot {} at {}: the server has only flushed WAL up to {at}",
+            plan.slot, plan.from
+        )));
+    }
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    });
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let sink = match (opts.dry_run, opts.target) {
+        (true, _) => Target::Discard(ack_tx),
+        (false, ReplayTarget::Stdout) => Target::Stdout(ack_tx),
+        (false, ReplayTarget::Kafka) => {
+            Target::Kafka(KafkaSink::for_tailer(config, ack_tx)?.with_stop(stop_rx.clone()))
+        }
+    };
+    let sink = CountingSink {
+        inner: sink,
+        by_topic: BTreeMap::new(),
+    };
+    let window = Window {
+        max_events: config.max_in_flight_events,
+        max_bytes: config.max_in_flight_bytes,
+    };
+    let mut pipeline = Pipeline::new(
+        EventDecoder::new(config.source.table.clone(), config.route.clone())?,
+        Router::new(config.route.clone())?,
+        sink,
+        ack_rx,
+        window,
+        plan.from,
+    )
+    .with_message_prefix(config.message_prefix.clone());
+    let progress = if opts.progress {
+        progress_bar(plan)
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut source = ChangesSource::new(Arc::clone(client), copy, &config.source, plan, progress);
+    let ended = pipeline
+        .stream(&mut source, &mut stop_rx, config.shutdown_timeout)
+        .await;
+    let ended = match ended {
+        Err(TailerError::Interrupted) => {
+            pipeline.abandon_open();
+            Ok(StreamEnd::Shutdown)
+        }
+        other => other,
+    };
+    let complete = match ended? {
+        StreamEnd::Exhausted => {
+            pipeline
+                .drain(Some(&mut source), None, Some(&mut stop_rx))
+                .await?
+        }
+        StreamEnd::Shutdown => {
+            let deadline = Instant::now() + config.shutdown_timeout;
+            pipeline
+                .drain(Some(&mut source), Some(deadline), None)
+                .await?;
+            false
+        }
+    };
+    stopper.abort();
+    source.progress.finish_and_clear();
+    let durable = if complete {
+        plan.to
+    } else {
+        pipeline.durable()
+    };
+    let by_topic = std::mem::take(&mut pipeline.sink_mut().by_topic);
+    Ok((pipeline.stats, durable, by_topic, complete))
+}
+
+fn progress_bar(plan: &ReplayPlan) -> ProgressBar {
+    let total = plan.to.as_u64().saturating_sub(plan.from.as_u64()).max(1);
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "replay {bar:40} {percent:>3}% of the WAL range · {msg} · {elapsed_precise}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The changes of the temporary copy, fetched chunk by chunk with the SQL decoding function,
+/// as the events a replication stream would deliver; ends after the last transaction whose
+/// commit LSN is within the range.
+struct ChangesSource {
+    client: Arc<Client>,
+    copy: String,
+    publication: String,
+    from: Lsn,
+    to: Lsn,
+    chunk: i32,
+    rows_in_chunk: i64,
+    reading: Reading,
+    progress: ProgressBar,
+    transactions: u64,
+}
+
+type PendingQuery = Pin<Box<dyn Future<Output = Result<RowStream, tokio_postgres::Error>> + Send>>;
+
+/// Kept in the struct so that `next` stays cancel-safe: a chunk's rows are consumed from the
+/// copy by the query itself, so neither the query nor its row stream may ever be dropped early.
+enum Reading {
+    Query(PendingQuery),
+    Rows(Pin<Box<RowStream>>),
+    Done,
+}
+
+impl ChangesSource {
+    fn new(
+        client: Arc<Client>,
+        copy: &str,
+        source: &SourceConfig,
+        plan: &ReplayPlan,
+        progress: ProgressBar,
+    ) -> ChangesSource {
+        let mut s = ChangesSource {
+            client,
+            copy: copy.to_owned(),
+            publication: quote_ident(&source.publication),
+            from: plan.from,
+            to: plan.to,
+            chunk: 10_000,
+            rows_in_chunk: 0,
+            reading: Reading::Done,
+            progress,
+            transactions: 0,
+        };
+        s.reading = Reading::Query(s.query());
+        s
+    }
+
+    fn query(&self) -> PendingQuery {
+        let (client, copy, chunk, publication) = (
+            Arc::clone(&self.client),
+            self.copy.clone(),
+            self.chunk,
+            self.publication.clone(),
+        );
+        Box::pin(async move {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&copy, &chunk, &publication];
+            client.query_raw(slots::CHANGES_SQL, params).await
+        })
+    }
+
+    /// The event for one pgoutput message; `None` past the end of the range.
+    fn event(&mut self, data: Bytes) -> Result<Option<SourceEvent>, TailerError> {
+        let event = match data.first() {
+            Some(b'B' | b'C' | b'M') => match pgoutput::decode(&data)? {
+                Message::Begin(b) => {
+                    if b.final_lsn > self.to {
+                        return Ok(None);
+                    }
+                    if b.final_lsn < self.from {
+                        return Err(TailerError::Preflight(format!(
+                            "the slot copy returned a transaction committed at {} before the \
+                             requested start {}; this is a bug, please report it",
+                            b.final_lsn, self.from
+                        )));
+                    }
+                    SourceEvent::Begin {
+                        final_lsn: b.final_lsn,
+                        xid: b.xid,
+                        commit_time: b.commit_time,
+                    }
+                }
+                Message::Commit(c) => {
+                    self.transactions += 1;
+                    self.progress
+                        .set_position(c.end_lsn.as_u64().saturating_sub(self.from.as_u64()));
+                    self.progress.set_message(format!(
+                        "{} transactions, at {}",
+                        self.transactions, c.commit_lsn
+                    ));
+                    SourceEvent::Commit {
+                        commit_lsn: c.commit_lsn,
+                        end_lsn: c.end_lsn,
+                    }
+                }
+                Message::LogicalMessage(m) => {
+                    let transactional = m.flags & 1 == 1;
+                    if !transactional && m.lsn > self.to {
+                        return Ok(None);
+                    }
+                    SourceEvent::Message {
+                        transactional,
+                        lsn: m.lsn,
+                        prefix: m.prefix,
+                        content: m.content,
+                    }
+                }
+                _ => SourceEvent::Data(data),
+            },
+            _ => SourceEvent::Data(data),
+        };
+        Ok(Some(event))
+    }
+}
+
+impl Source for ChangesSource {
+    async fn next(&mut self) -> Result<SourceEvent, TailerError> {
+        loop {
+            match &mut self.reading {
+                Reading::Done => return Ok(SourceEvent::End),
+                Reading::Query(query) => {
+                    let rows = query.as_mut().await.map_err(|e| {
+                        TailerError::postgres("reading changes from the slot copy", e)
+                    })?;
+                    self.rows_in_chunk = 0;
+                    self.reading = Reading::Rows(Box::pin(rows));
+                }
+                Reading::Rows(rows) => match rows.next().await {
+                    Some(row) => {
+                        let row = row.map_err(|e| {
+                            TailerError::postgres("reading changes from the slot copy", e)
+                        })?;
+                        self.rows_in_chunk += 1;
+                        let data = Bytes::copy_from_slice(row.get::<_, &[u8]>(0));
+                        match self.event(data)? {
+                            Some(event) => return Ok(event),
+                            None => self.reading = Reading::Done,
+                        }
+                    }
+                    // A short chunk means the copy is drained: nothing more was committed.
+                    None if self.rows_in_chunk < i64::from(self.chunk) => {
+                        self.reading = Reading::Done
+                    }
+                    None => self.reading = Reading::Query(self.query()),
+                },
+            }
+        }
+    }
+
+    /// The copy is temporary; there is nothing to confirm.
+    fn confirm(&mut self, _lsn: Lsn) {}
+
+    async fn close(self) {}
+}
+
+/// Where replayed records go.
+enum Target {
+    Kafka(KafkaSink),
+    /// One JSON object per line on stdout; acked once written.
+    Stdout(mpsc::UnboundedSender<Ack>),
+    /// `--dry-run`: acked at once, nothing written.
+    Discard(mpsc::UnboundedSender<Ack>),
+}
+
+/// A sink that counts records per topic before handing them to the target.
+struct CountingSink {
+    inner: Target,
+    by_topic: BTreeMap<String, u64>,
+}
+
+impl Sink for CountingSink {
+    async fn send(&mut self, record: Record, ticket: Ticket) -> Result<(), TailerError> {
+        *self.by_topic.entry(record.topic.clone()).or_default() += 1;
+        let acks = match &mut self.inner {
+            Target::Kafka(kafka) => return kafka.send(record, ticket).await,
+            Target::Stdout(acks) => {
+                println!("{}", json_line(&record)?);
+                acks
+            }
+            Target::Discard(acks) => acks,
+        };
+        let _ = acks.send(Ack {
+            ticket,
+            result: Ok(()),
+        });
+        Ok(())
+    }
+}
+
+/// A record as one JSON object: topic, key, headers, and the payload as text when it is
+/// UTF-8 (JSON payloads are), else as hex in `payload_hex`.
+fn json_line(record: &Record) -> Result<String, TailerError> {
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let mut line = serde_json::Map::new();
+    line.insert("topic".into(), record.topic.clone().into());
+    line.insert(
+        "key".into(),
+        record
+            .key
+            .as_ref()
+            .map(text)
+            .map_or(serde_json::Value::Null, Into::into),
+    );
+    let headers: serde_json::Map<String, serde_json::Value> = record
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), text(v).into()))
+        .collect();
+    line.insert("headers".into(), headers.into());
+    match &record.payload {
+        None => {
+            line.insert("payload".into(), serde_json::Value::Null);
+        }
+        Some(p) => match std::str::from_utf8(p) {
+            Ok(s) => {
+                line.insert("payload".into(), s.into());
+            }
+            Err(_) => {
+                let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
+                line.insert("payload_hex".into(), hex.into());
+            }
+        },
+    }
+    serde_json::to_string(&line)
+        .map_err(|e| TailerError::Config(format!("cannot print a record as JSON: {e}")))
+}
+
+/// The summary `replay` prints (on stderr when records go to stdout).
+pub fn render(s: &ReplaySummary) -> String {
+    let verb = if s.dry_run {
+        "would replay"
+    } else if s.complete {
+        "replayed"
+    } else {
+        "INTERRUPTED after replaying"
+    };
+    let mut out = format!(
+        "{verb} {} event(s) from {} transaction(s) committed in {}..={} (read from a copy of \
+         slot {}) to {} in {:.1} s\n",
+        s.events,
+        s.transactions,
+        s.from_lsn,
+        s.to_lsn,
+        s.read_from_slot,
+        s.target,
+        Duration::from_millis(s.elapsed_ms).as_secs_f64()
+    );
+    for (topic, n) in &s.events_by_topic {
+        out.push_str(&format!("  {n:>10}  {topic}\n"));
+    }
+    if s.dead_lettered > 0 {
+        out.push_str(&format!(
+            "  ({} to the dead-letter topic)\n",
+            s.dead_lettered
+        ));
+    }
+    if !s.complete && !s.dry_run {
+        out.push_str(&format!(
+            "not every event was acked: run again with --from-lsn {} to finish (events acked \
+             before it are not sent again)\n",
+            s.resume_from_lsn
+        ));
+    }
+    out
+}
