@@ -299,6 +299,25 @@ async fn replay_to_stdout_prints_the_waiting_events_and_leaves_the_slot() -> any
         "the live slot did not move"
     );
 
+    // `setup --replay-slot` creates the replay window ahead of `run`, as a copy of the slot.
+    let setup = [
+        "setup",
+        "--postgres",
+        &env.db.conn_str(),
+        "--replay-slot",
+        REPLAY_SLOT,
+    ]
+    .map(String::from);
+    let (code, out, err) = tailer_cli(&setup).await?;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&format!(
+            "created replay slot {REPLAY_SLOT} as a copy of {SLOT}"
+        )),
+        "{out}"
+    );
+    assert_eq!(slot_confirmed(&env, REPLAY_SLOT).await?, from);
+
     // Bad and out-of-range LSNs: a clear refusal, exit code 2.
     let (code, _, err) = tailer_cli(&replay_args(&env, &["--from-lsn", "zz/1"])).await?;
     assert_eq!(code, Some(2), "{err}");
