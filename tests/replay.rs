@@ -142,6 +142,16 @@ async fn replay_of_a_range_delivers_exactly_its_events_again_while_the_live_tail
     );
 
     let config = env.config(&flags);
+    let status = outbox_tailer::ops::status::status(&config.source, config.thresholds).await?;
+    let window = status
+        .replay_window
+        .expect("status shows the replay window");
+    assert_eq!(
+        window.confirmed_flush_lsn,
+        Some(replay_slot_before.to_string()),
+        "status says how far back replay reaches"
+    );
+    assert!(window.retained_bytes.unwrap_or(0) > 0, "{window:?}");
     let opts = |target, dry_run| ReplayOptions {
         from,
         to: Some(to),

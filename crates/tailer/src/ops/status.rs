@@ -86,6 +86,21 @@ pub struct SlotStatus {
     pub publication: PublicationStatus,
     pub thresholds: Thresholds,
     pub verdict: Verdict,
+    /// The replay slot (`--replay-slot`), when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_window: Option<ReplayWindow>,
+}
+
+/// The replay slot: how far back `replay` reaches and what WAL it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayWindow {
+    pub slot: String,
+    pub exists: bool,
+    /// The oldest commit LSN `replay` can start from.
+    pub confirmed_flush_lsn: Option<String>,
+    pub wal_status: Option<String>,
+    /// `current_wal_lsn - restart_lsn`: WAL kept on disk for the window.
+    pub retained_bytes: Option<i64>,
 }
 
 /// The thresholds the verdict used.
@@ -110,7 +125,30 @@ pub async fn status(
     thresholds: SlotThresholds,
 ) -> Result<SlotStatus, TailerError> {
     let client = crate::setup::connect(config).await?;
-    read_status(&client, config, thresholds).await
+    let mut status = read_status(&client, config, thresholds).await?;
+    if let Some(replay) = &config.replay_slot {
+        status.replay_window = Some(read_replay_window(&client, replay).await?);
+    }
+    Ok(status)
+}
+
+async fn read_replay_window(client: &Client, slot: &str) -> Result<ReplayWindow, TailerError> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text, wal_status, \
+                    (pg_catalog.pg_current_wal_lsn() - restart_lsn)::bigint \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))?;
+    Ok(ReplayWindow {
+        slot: slot.to_owned(),
+        exists: row.is_some(),
+        confirmed_flush_lsn: row.as_ref().and_then(|r| r.get(0)),
+        wal_status: row.as_ref().and_then(|r| r.get(1)),
+        retained_bytes: row.as_ref().and_then(|r| r.get(2)),
+    })
 }
 
 /// Read the slot's status on an open connection.
@@ -177,6 +215,7 @@ pub async fn read_status(
             summary: String::new(),
             action: String::new(),
         },
+        replay_window: None,
     };
     status.verdict = judge(&status, thresholds);
     Ok(status)
@@ -411,6 +450,27 @@ pub fn render(s: &SlotStatus) -> String {
     if let Some(reason) = &s.invalidation_reason {
         lines.push(("invalidation_reason", reason.clone()));
     }
+    if let Some(w) = &s.replay_window {
+        let shown = if !w.exists {
+            format!("slot {} does not exist yet (`run` creates it)", w.slot)
+        } else if w.wal_status.as_deref() == Some("lost") {
+            format!(
+                "slot {} is INVALIDATED: nothing can be replayed from it; drop it and `run` \
+                 recreates it",
+                w.slot
+            )
+        } else {
+            format!(
+                "slot {}: replay reaches back to {}, holding {} of WAL",
+                w.slot,
+                opt(&w.confirmed_flush_lsn),
+                w.retained_bytes
+                    .map(human_bytes)
+                    .unwrap_or_else(|| "-".into())
+            )
+        };
+        lines.push(("replay window", shown));
+    }
     lines.push((
         "verdict",
         format!(
@@ -462,6 +522,7 @@ mod tests {
                 summary: String::new(),
                 action: String::new(),
             },
+            replay_window: None,
         }
     }
 
