@@ -157,6 +157,10 @@ async fn replay(args: &ReplayArgs) -> Result<(), TailerError> {
     if summary.complete {
         Ok(())
     } else {
-        Err(TailerError::Interrupted)
+        Err(TailerError::Preflight(format!(
+            "replay interrupted before every event was acknowledged: run it again with \
+             --from-lsn {}",
+            summary.resume_from_lsn
+        )))
     }
 }
