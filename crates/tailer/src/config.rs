@@ -334,7 +334,9 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
 
-    /// Largest record accepted, in bytes (key + value + headers) [default: 1000000].
+    /// Largest record accepted, in bytes (key + value + headers) [default: 1000000]. Larger rows
+    /// are unroutable (dead-letter topic, or the tailer stops). Keep it at or below every
+    /// topic's `max.message.bytes` (broker default 1048588): see docs/operations.md.
     #[arg(long, env = "OUTBOX_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
 
