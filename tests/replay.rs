@@ -59,37 +59,12 @@ async fn consume_through(env: &Env, last: &str) -> anyhow::Result<Vec<KafkaRecor
     .await
 }
 
-async fn slot_confirmed(env: &Env, slot: &str) -> anyhow::Result<Lsn> {
-    let row = env
-        .client
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await?;
-    Ok(row.get::<_, String>(0).parse()?)
-}
-
 async fn current_wal(env: &Env) -> anyhow::Result<Lsn> {
     let row = env
         .client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?;
     Ok(row.get::<_, String>(0).parse()?)
-}
-
-/// `outbox-tailer <args>` as a process; (exit code, stdout, stderr).
-async fn tailer_cli(args: &[String]) -> anyhow::Result<(Option<i32>, String, String)> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .await?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
 }
 
 fn replay_args(env: &Env, extra: &[&str]) -> Vec<String> {
@@ -132,10 +107,10 @@ async fn replay_of_a_range_delivers_exactly_its_events_again_while_the_live_tail
     wait_until(
         Duration::from_secs(30),
         "the live slot to confirm everything",
-        || async { Ok(slot_confirmed(&env, SLOT).await? > end) },
+        || async { Ok(env.confirmed_lsn_of(SLOT).await? > end) },
     )
     .await?;
-    let replay_slot_before = slot_confirmed(&env, REPLAY_SLOT).await?;
+    let replay_slot_before = env.confirmed_lsn_of(REPLAY_SLOT).await?;
     assert!(
         replay_slot_before <= from,
         "the replay slot trails (retention 1 h)"
@@ -201,7 +176,7 @@ async fn replay_of_a_range_delivers_exactly_its_events_again_while_the_live_tail
         );
     }
     assert_eq!(
-        slot_confirmed(&env, REPLAY_SLOT).await?,
+        env.confirmed_lsn_of(REPLAY_SLOT).await?,
         replay_slot_before,
         "replay read a temporary copy: the replay slot did not move"
     );
@@ -263,7 +238,7 @@ async fn the_replay_slot_trails_the_live_slot_by_the_retention() -> anyhow::Resu
     wait_until(
         Duration::from_secs(30),
         "the replay slot to move past the events",
-        || async { Ok(slot_confirmed(&env, REPLAY_SLOT).await? > last) },
+        || async { Ok(env.confirmed_lsn_of(REPLAY_SLOT).await? > last) },
     )
     .await?;
     tailer.stop().await?;
@@ -275,7 +250,7 @@ async fn replay_to_stdout_prints_the_waiting_events_and_leaves_the_slot() -> any
     let env = env().await?;
     env.setup().await?;
     // No tailer runs: the events wait in the live slot, which replay copies.
-    let from = slot_confirmed(&env, SLOT).await?;
+    let from = env.confirmed_lsn_of(SLOT).await?;
     let written = write_txns(&env, 3, 1, "s").await?;
     let from_flag = from.to_string();
     let (code, out, err) = tailer_cli(&replay_args(
@@ -304,7 +279,7 @@ async fn replay_to_stdout_prints_the_waiting_events_and_leaves_the_slot() -> any
         "{err}"
     );
     assert_eq!(
-        slot_confirmed(&env, SLOT).await?,
+        env.confirmed_lsn_of(SLOT).await?,
         from,
         "the live slot did not move"
     );
@@ -326,7 +301,7 @@ async fn replay_to_stdout_prints_the_waiting_events_and_leaves_the_slot() -> any
         )),
         "{out}"
     );
-    assert_eq!(slot_confirmed(&env, REPLAY_SLOT).await?, from);
+    assert_eq!(env.confirmed_lsn_of(REPLAY_SLOT).await?, from);
 
     // Bad and out-of-range LSNs: a clear refusal, exit code 2.
     let (code, _, err) = tailer_cli(&replay_args(&env, &["--from-lsn", "zz/1"])).await?;
@@ -361,7 +336,7 @@ async fn run_with_start_lsn_skips_exactly_the_earlier_events_and_says_so() -> an
     assert!(stderr.contains(&format!("to={start}")), "{stderr}");
     tailer.terminate()?;
     assert!(
-        slot_confirmed(&env, SLOT).await? >= start,
+        env.confirmed_lsn_of(SLOT).await? >= start,
         "the skip is durable"
     );
     Ok(())

@@ -117,11 +117,16 @@ impl Env {
 
     /// The slot's `confirmed_flush_lsn`.
     pub async fn confirmed_lsn(&self) -> anyhow::Result<Lsn> {
+        self.confirmed_lsn_of(SLOT).await
+    }
+
+    /// `confirmed_flush_lsn` of the slot named `slot`.
+    pub async fn confirmed_lsn_of(&self, slot: &str) -> anyhow::Result<Lsn> {
         let row = self
             .client
             .query_one(
                 "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-                &[&SLOT],
+                &[&slot],
             )
             .await?;
         Ok(row.get::<_, String>(0).parse()?)
@@ -253,6 +258,20 @@ impl Drop for TailerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `outbox-tailer <args>` as a process, to its end; (exit code, stdout, stderr).
+pub async fn tailer_cli(args: &[String]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .await?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 /// Poll `check` until it returns true, failing after `within`.
