@@ -460,6 +460,8 @@ impl FileConfig {
 #[derive(Clone)]
 pub struct SourceConfig {
     pub pg: tokio_postgres::Config,
+    /// sslmode and certificates, applied to every connection (see `tls`).
+    pub tls: crate::tls::PgTls,
     pub slot: String,
     pub publication: String,
     pub table: TableName,
@@ -471,6 +473,7 @@ impl std::fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceConfig")
             .field("pg", &describe_pg(&self.pg))
+            .field("tls", &self.tls)
             .field("slot", &self.slot)
             .field("publication", &self.publication)
             .field("table", &self.table)
@@ -604,12 +607,7 @@ impl DatabaseArgs {
             .clone()
             .or_else(|| file.postgres.clone())
             .unwrap_or_else(|| "host=localhost user=postgres dbname=postgres".into());
-        let mut pg: tokio_postgres::Config = conn.parse().map_err(|e| {
-            TailerError::Config(format!(
-                "the PostgreSQL connection string does not parse ({e}); expected \
-                 `host=… user=… dbname=…` or `postgres://user@host/db`"
-            ))
-        })?;
+        let (mut pg, tls) = crate::tls::parse_conn_str(&conn)?;
         if let Some(pw) = self
             .postgres_password
             .as_ref()
@@ -644,6 +642,7 @@ impl DatabaseArgs {
         }
         Ok(SourceConfig {
             pg,
+            tls,
             slot,
             publication,
             table,

@@ -111,11 +111,21 @@ impl TailerError {
             (E::Io(_) | E::Task(_), _) => (true, None),
             // `recv` raced with another branch after the worker ended: the connection is gone.
             (E::Internal(m), _) if m.contains("already joined") => (true, None),
+            // pg_hba.conf refused a connection without TLS (hostssl only).
+            (E::Auth(_), _) | (_, Some("28000")) if crate::tls::advice(&text).is_some() => {
+                (false, crate::tls::advice(&text))
+            }
             (E::Auth(_), _) | (_, Some("28000" | "28P01")) => (
                 false,
                 Some("check the user and password in `postgres`, and pg_hba.conf on the server"),
             ),
-            (E::Tls(_), _) => (false, Some("check sslmode, the CA file and the server certificate")),
+            (E::Tls(_), _) => (
+                false,
+                Some(crate::tls::advice(&text).unwrap_or(
+                    "check sslmode, sslrootcert and the server's certificate",
+                )),
+            ),
+
             (_, Some("57P01" | "57P02" | "57P03" | "55006" | "53300" | "08006" | "08003")) => {
                 (true, None)
             }

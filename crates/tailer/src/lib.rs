@@ -26,6 +26,7 @@ pub mod route;
 pub mod setup;
 pub mod sink;
 pub mod source;
+pub mod tls;
 pub mod watchdog;
 
 use std::future::Future;

@@ -3,7 +3,7 @@
 //! Every failed check is one sentence saying what is wrong and what to do.
 
 use pgoutput::Lsn;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::config::{describe_pg, SourceConfig};
 use crate::error::TailerError;
@@ -22,23 +22,33 @@ pub struct SlotState {
     pub created: bool,
 }
 
+/// A SQL connection with the connection string's TLS settings (every SQL connection the tailer
+/// makes goes through here).
 pub(crate) async fn connect(config: &SourceConfig) -> Result<Client, TailerError> {
-    let (client, conn) = config.pg.connect(NoTls).await.map_err(|e| {
-        let advice = match e.code().map(|c| c.code()) {
-            Some("28P01") | Some("28000") => {
+    let tls = config.tls.connector()?;
+    let (client, conn) = config.pg.connect(tls).await.map_err(|e| {
+        let text = server_text(&e);
+        let tls_failure = crate::tls::is_tls_failure(&e);
+        let advice = match (e.code().map(|c| c.code()), crate::tls::advice(&text)) {
+            (_, Some(advice)) => advice,
+            (Some("28P01") | Some("28000"), None) => {
                 "authentication failed: check the user and password, and pg_hba.conf"
             }
-            Some("3D000") => "the database does not exist: check dbname",
+            (Some("3D000"), None) => "the database does not exist: check dbname",
+            (_, None) if tls_failure => "check sslmode, sslrootcert and the server's certificate",
             _ => "check that the server is up and the connection string is right",
         };
         let message = format!(
-            "cannot connect to PostgreSQL at {}: {e}; {advice}",
+            "cannot connect to PostgreSQL at {}: {text}; {advice}",
             describe_pg(&config.pg)
         );
         // No SQLSTATE: the server is not there (yet); 57P03: it is starting up; 53300: full.
+        // A failed TLS handshake fails the same way next time: not worth waiting for.
         match e.code().map(|c| c.code()) {
-            None | Some("57P03") | Some("53300") => TailerError::Unreachable(message),
-            Some(_) => TailerError::Preflight(message),
+            None | Some("57P03") | Some("53300") if !tls_failure => {
+                TailerError::Unreachable(message)
+            }
+            _ => TailerError::Preflight(message),
         }
     })?;
     tokio::spawn(async move {
@@ -154,10 +164,32 @@ async fn create_publication(client: &Client, config: &SourceConfig) -> Result<()
         quote_ident(&config.publication),
         config.table.quoted()
     );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| TailerError::Preflight(format!("cannot create publication {}: {e} (needs CREATE on the database and ownership of the table)", config.publication)))
+    client.batch_execute(&sql).await.map_err(|e| {
+        TailerError::Preflight(format!(
+            "cannot create publication {}: {}; creating a publication FOR TABLE needs \
+                 ownership of {} (or superuser) and CREATE on the database: run `outbox-tailer \
+                 setup` once as the table's owner, or have the owner run `{sql}` \
+                 (see docs/security.md)",
+            config.publication,
+            server_text(&e),
+            config.table
+        ))
+    })
+}
+
+/// The server's own message when there is one (tokio-postgres prints only "db error"), else
+/// the error with its causes (a TLS failure says why only in its cause).
+fn server_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 async fn create_slot(client: &Client, config: &SourceConfig) -> Result<Lsn, TailerError> {
@@ -167,7 +199,20 @@ async fn create_slot(client: &Client, config: &SourceConfig) -> Result<Lsn, Tail
             &[&config.slot],
         )
         .await
-        .map_err(|e| TailerError::Preflight(format!("cannot create slot {}: {e}", config.slot)))?;
+        .map_err(|e| {
+            let advice = match e.code().map(|c| c.code()) {
+                Some("42501") => {
+                    "; creating a slot needs the REPLICATION attribute: ALTER ROLE <role> \
+                     REPLICATION (see docs/security.md)"
+                }
+                _ => "",
+            };
+            TailerError::Preflight(format!(
+                "cannot create slot {}: {}{advice}",
+                config.slot,
+                server_text(&e)
+            ))
+        })?;
     parse_lsn(row.get(0))
 }
 

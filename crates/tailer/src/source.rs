@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pgoutput::{Lsn, PgTimestamp};
-use pgwire_replication::{
-    ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig,
-};
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio_postgres::config::Host;
 
 use crate::config::SourceConfig;
@@ -92,27 +90,26 @@ impl PgSource {
             Some(Host::Unix(p)) => p.display().to_string(),
             None => "localhost".to_owned(),
         };
+        // `hostaddr` says where to connect; `host` stays the name the certificate must match.
+        let address = match pg.get_hostaddrs().first() {
+            Some(addr) => addr.to_string(),
+            None => host.clone(),
+        };
+        let port = pg.get_ports().first().copied().unwrap_or(5432);
+        let tls = config.tls.replication(&host, &address, port).await?;
         let password = pg
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .unwrap_or_default();
-        let tls = match pg.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Require => TlsConfig::require(),
-            tokio_postgres::config::SslMode::Prefer => TlsConfig {
-                mode: SslMode::Prefer,
-                ..TlsConfig::disabled()
-            },
-            _ => TlsConfig::disabled(),
-        };
         let mut rc = ReplicationConfig::new(
-            host,
+            address,
             pg.get_user().unwrap_or("postgres"),
             password,
             pg.get_dbname().unwrap_or("postgres"),
             config.slot.clone(),
             config.publication.clone(),
         )
-        .with_port(pg.get_ports().first().copied().unwrap_or(5432))
+        .with_port(port)
         .with_tls(tls)
         .with_start_lsn(pgwire_replication::Lsn::from_u64(start.as_u64()))
         .with_status_interval(status_interval)

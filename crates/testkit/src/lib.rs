@@ -20,5 +20,5 @@ mod tansu;
 pub use kafka::{consume_until, create_topic, KafkaRecord};
 pub use mock::MockKafka;
 pub use net::free_port;
-pub use pg::{PgCluster, PgConfig, StopMode, TestDb};
+pub use pg::{PgCluster, PgConfig, ServerCert, StopMode, TestDb};
 pub use tansu::{TansuBroker, TansuStorage};

@@ -40,12 +40,40 @@ pub struct PgConfig {
     pub settings: Vec<(String, String)>,
     /// Replaces the default `pg_hba.conf` (trust on the socket and on 127.0.0.1) when set.
     pub hba: Option<String>,
+    /// Serve TLS (`ssl = on`) with this certificate.
+    pub tls: Option<ServerCert>,
+}
+
+/// A server certificate and its private key, PEM-encoded (tests generate them, e.g. with rcgen).
+#[derive(Clone, Default)]
+pub struct ServerCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServerCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCert").finish_non_exhaustive()
+    }
 }
 
 impl PgConfig {
     /// Add or override one `postgresql.conf` setting.
     pub fn set(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Replace `pg_hba.conf` (e.g. `hostssl` or `scram-sha-256` rules).
+    pub fn hba(mut self, hba: &str) -> Self {
+        self.hba = Some(hba.to_owned());
+        self
+    }
+
+    /// Serve TLS with `cert` (`ssl = on`); plain connections stay possible unless `hba` says
+    /// `hostssl`.
+    pub fn tls(mut self, cert: ServerCert) -> Self {
+        self.tls = Some(cert);
         self
     }
 }
@@ -119,6 +147,11 @@ impl PgCluster {
         ));
         for (k, v) in BASE_SETTINGS {
             conf.push_str(&format!("{k} = {v}\n"));
+        }
+        if let Some(cert) = &config.tls {
+            write_private(&data.join("server.crt"), &cert.cert_pem)?;
+            write_private(&data.join("server.key"), &cert.key_pem)?;
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         }
         for (k, v) in &config.settings {
             conf.push_str(&format!("{k} = {v}\n"));
@@ -370,6 +403,14 @@ async fn connect(conn_str: &str) -> anyhow::Result<Client> {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// PostgreSQL refuses a key file that others can read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 600 {}", path.display()))
 }
 
 fn append(path: &Path, text: &str) -> anyhow::Result<()> {

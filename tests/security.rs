@@ -1,0 +1,550 @@
+//! Security: TLS to PostgreSQL (sslmode require / verify-ca / verify-full with a CA and server
+//! certificate generated here), SCRAM passwords from every source, a least-privilege role,
+//! Kafka SASL against tansu, and secrets that never reach logs or `--help`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use outbox_tailer::config::{AnyCommand, Command as TailerCommand, CommandLine, SourceConfig};
+use outbox_tailer::source::PgSource;
+use outbox_tailer::TailerError;
+use outbox_testkit::{PgConfig, ServerCert, TansuStorage};
+use pgoutput::Lsn;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use support::*;
+
+const TOPIC: &str = "outbox.event.order";
+const RELAY_PASSWORD: &str = "relay-pw-5b1e9";
+
+/// The tailer's role may connect only over TLS, with a SCRAM password; `postgres` (the
+/// fixtures' superuser) keeps trust so the tests can set up and inspect.
+const HOSTSSL_HBA: &str = "\
+local    all          all                    trust
+host     all          postgres  127.0.0.1/32 trust
+host     replication  postgres  127.0.0.1/32 trust
+hostssl  all          relay     127.0.0.1/32 scram-sha-256
+hostssl  replication  relay     127.0.0.1/32 scram-sha-256
+";
+
+/// SCRAM for everyone but `postgres`, TLS not involved.
+const SCRAM_HBA: &str = "\
+local   all          all                    trust
+host    all          postgres  127.0.0.1/32 trust
+host    replication  postgres  127.0.0.1/32 trust
+host    all          all       127.0.0.1/32 scram-sha-256
+host    replication  all       127.0.0.1/32 scram-sha-256
+";
+
+/// A test certificate authority.
+struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> anyhow::Result<TestCa> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+        Ok(TestCa { issuer })
+    }
+
+    /// A server certificate for `names`, signed by this CA.
+    fn server_cert(&self, names: &[&str]) -> anyhow::Result<ServerCert> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "outbox test server");
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The CA certificate as a file in `dir`.
+    fn write(&self, dir: &std::path::Path, name: &str) -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, self.issuer.pem())?;
+        Ok(path)
+    }
+}
+
+/// A cluster serving TLS with a certificate for `localhost`, `relay` allowed only over TLS.
+struct TlsEnv {
+    env: Env,
+    ca_file: PathBuf,
+    other_ca_file: PathBuf,
+}
+
+async fn tls_env() -> anyhow::Result<TlsEnv> {
+    let ca = TestCa::new("outbox test CA")?;
+    let other = TestCa::new("some other CA")?;
+    let config = PgConfig::default()
+        .hba(HOSTSSL_HBA)
+        .tls(ca.server_cert(&["localhost"])?);
+    let env = env_with(config, TansuStorage::Memory).await?;
+    create_relay_role(&env).await?;
+    env.setup().await?;
+    let ca_file = ca.write(env.pg.socket_dir(), "ca.pem")?;
+    let other_ca_file = other.write(env.pg.socket_dir(), "other-ca.pem")?;
+    Ok(TlsEnv {
+        env,
+        ca_file,
+        other_ca_file,
+    })
+}
+
+/// The least-privilege role: LOGIN REPLICATION and SELECT on the outbox; neither superuser
+/// nor owner of anything.
+async fn create_relay_role(env: &Env) -> anyhow::Result<()> {
+    env.client
+        .batch_execute(&format!(
+            "CREATE ROLE relay LOGIN REPLICATION PASSWORD '{RELAY_PASSWORD}'; \
+             GRANT SELECT ON outbox TO relay"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// `host=… port=… user=relay dbname=…` plus `extra`.
+fn relay_conn(env: &Env, host: &str, extra: &str) -> String {
+    format!(
+        "host={host} port={} user=relay dbname={} {extra}",
+        env.db.port, env.db.name
+    )
+}
+
+/// The flags of `run` for `conn`, against this environment's broker.
+fn run_flags(env: &Env, conn: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--postgres".into(),
+        conn.into(),
+        "--brokers".into(),
+        env.broker.bootstrap_servers(),
+        "--create-topics".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The resolved source settings of `--postgres conn [--postgres-password password]`.
+fn source_config(conn: &str, password: Option<&str>) -> SourceConfig {
+    let mut argv = vec!["outbox-tailer", "setup", "--postgres", conn];
+    if let Some(pw) = password {
+        argv.extend(["--postgres-password", pw]);
+    }
+    match CommandLine::try_parse_from(argv)
+        .expect("valid flags")
+        .command
+    {
+        AnyCommand::Core(TailerCommand::Setup(args)) => args
+            .db
+            .resolve(&Default::default())
+            .expect("valid configuration"),
+        _ => unreachable!(),
+    }
+}
+
+/// Open the replication stream as `run` would, then close it.
+async fn replication_connect(source: &SourceConfig) -> Result<(), TailerError> {
+    use outbox_tailer::source::Source as _;
+    let s = PgSource::connect(source, Lsn::from(0), Duration::from_secs(1)).await?;
+    s.close().await;
+    Ok(())
+}
+
+/// The tailer binary with `args` and `envs`; stderr goes to a file in the cluster's directory.
+fn spawn(env: &Env, args: &[String], envs: &[(&str, &str)]) -> anyhow::Result<TailerProcess> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let log = env.pg.socket_dir().join(format!(
+        "security-{}.log",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let child = Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env_remove("OUTBOX_POSTGRES_PASSWORD")
+        .env_remove("OUTBOX_POSTGRES")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    Ok(TailerProcess { child, log })
+}
+
+/// Commit `n` events for aggregate `agg`; returns their ids.
+async fn write_events(env: &Env, agg: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = emit(
+            &env.client,
+            "order",
+            agg,
+            "OrderPlaced",
+            &serde_json::json!({ "n": i }),
+        )
+        .await?;
+        ids.push(id.to_string());
+    }
+    Ok(ids)
+}
+
+/// Wait until every id in `ids` was published to `TOPIC`.
+async fn consumed(env: &Env, ids: &[String]) -> anyhow::Result<()> {
+    let want = ids.to_vec();
+    let records = outbox_testkit::consume_until(
+        &env.broker.bootstrap_servers(),
+        TOPIC,
+        Duration::from_secs(120),
+        move |records| {
+            want.iter()
+                .all(|id| records.iter().any(|r| r.header("id") == Some(id.as_str())))
+        },
+    )
+    .await?;
+    assert!(!records.is_empty());
+    Ok(())
+}
+
+/// True when `relay` has a TLS-encrypted replication connection (the tailer's walsender).
+async fn relay_streams_over_tls(env: &Env) -> anyhow::Result<bool> {
+    let n: i64 = env
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.usename = 'relay' AND a.backend_type = 'walsender' AND s.ssl",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(n > 0)
+}
+
+/// Assert a fatal (not retried) error whose message holds every phrase.
+fn assert_fatal(result: Result<impl std::fmt::Debug, TailerError>, phrases: &[&str]) {
+    let e = result.expect_err("the connection must be refused");
+    assert!(!e.is_transient(), "must not be retried: {e}");
+    let text = e.to_string();
+    for phrase in phrases {
+        assert!(text.contains(phrase), "{phrase:?} missing from: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_streams_over_tls_with_verify_full_and_require() -> anyhow::Result<()> {
+    let t = tls_env().await?;
+    let env = &t.env;
+    let ca = t.ca_file.display().to_string();
+
+    // verify-full: the chain is checked against our CA and the name against `localhost`.
+    let conn = relay_conn(
+        env,
+        "localhost",
+        &format!("sslmode=verify-full sslrootcert={ca}"),
+    );
+    let mut p = spawn(
+        env,
+        &run_flags(env, &conn, &["--postgres-password", RELAY_PASSWORD]),
+        &[],
+    )?;
+    let ids = write_events(env, "a-1", 5).await?;
+    consumed(env, &ids).await?;
+    assert!(
+        relay_streams_over_tls(env).await?,
+        "the replication connection is encrypted"
+    );
+    let status = p.terminate()?;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+
+    // require: encrypted, no verification (and no sslrootcert, which would mean verify-ca).
+    let conn = relay_conn(env, "127.0.0.1", "sslmode=require");
+    let mut p = spawn(
+        env,
+        &run_flags(env, &conn, &[]),
+        &[("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)],
+    )?;
+    let ids = write_events(env, "a-2", 5).await?;
+    consumed(env, &ids).await?;
+    assert!(relay_streams_over_tls(env).await?);
+    let status = p.terminate()?;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_misconfigurations_fail_at_once_with_a_clear_error() -> anyhow::Result<()> {
+    let t = tls_env().await?;
+    let env = &t.env;
+    let (ca, other) = (
+        t.ca_file.display().to_string(),
+        t.other_ca_file.display().to_string(),
+    );
+    let pw = Some(RELAY_PASSWORD);
+
+    // A CA that did not sign the server's certificate: SQL and replication connections.
+    let wrong_ca = source_config(
+        &relay_conn(
+            env,
+            "localhost",
+            &format!("sslmode=verify-full sslrootcert={other}"),
+        ),
+        pw,
+    );
+    let phrases = ["not signed by a CA in sslrootcert", "UnknownIssuer"];
+    assert_fatal(
+        outbox_tailer::setup::preflight(&wrong_ca, false).await,
+        &phrases,
+    );
+    assert_fatal(replication_connect(&wrong_ca).await, &phrases);
+
+    // A host name the certificate does not list (connecting to 127.0.0.1 under that name).
+    let wrong_name = source_config(
+        &relay_conn(
+            env,
+            "db.wrong.test",
+            &format!("hostaddr=127.0.0.1 sslmode=verify-full sslrootcert={ca}"),
+        ),
+        pw,
+    );
+    let phrases = ["not valid for this host name", "verify-ca"];
+    assert_fatal(
+        outbox_tailer::setup::preflight(&wrong_name, false).await,
+        &phrases,
+    );
+    assert_fatal(replication_connect(&wrong_name).await, &phrases);
+
+    // verify-ca checks the chain only: the same wrong name is accepted by both connections.
+    let chain_only = source_config(
+        &relay_conn(
+            env,
+            "db.wrong.test",
+            &format!("hostaddr=127.0.0.1 sslmode=verify-ca sslrootcert={ca}"),
+        ),
+        pw,
+    );
+    outbox_tailer::setup::preflight(&chain_only, false).await?;
+    replication_connect(&chain_only).await?;
+    // …but not a CA that did not sign the certificate.
+    let chain_wrong_ca = source_config(
+        &relay_conn(
+            env,
+            "db.wrong.test",
+            &format!("hostaddr=127.0.0.1 sslmode=verify-ca sslrootcert={other}"),
+        ),
+        pw,
+    );
+    let phrases = ["not signed by a CA in sslrootcert"];
+    assert_fatal(
+        outbox_tailer::setup::preflight(&chain_wrong_ca, false).await,
+        &phrases,
+    );
+    assert_fatal(replication_connect(&chain_wrong_ca).await, &phrases);
+
+    // hostssl only: a connection without TLS is refused, and the message says to use TLS.
+    let plain = source_config(&relay_conn(env, "127.0.0.1", "sslmode=disable"), pw);
+    let phrases = ["no encryption", "hostssl", "sslmode="];
+    assert_fatal(
+        outbox_tailer::setup::preflight(&plain, false).await,
+        &phrases,
+    );
+    assert_fatal(replication_connect(&plain).await, &phrases);
+
+    // The binary exits on its own with the message (no retry loop).
+    let conn = relay_conn(
+        env,
+        "localhost",
+        &format!("sslmode=verify-full sslrootcert={other}"),
+    );
+    let mut p = spawn(
+        env,
+        &run_flags(env, &conn, &["--postgres-password", RELAY_PASSWORD]),
+        &[],
+    )?;
+    let status = p.wait_exit(Duration::from_secs(30)).await?;
+    assert_eq!(status.code(), Some(1), "stderr:\n{}", p.stderr());
+    assert!(
+        p.stderr().contains("not signed by a CA in sslrootcert"),
+        "{}",
+        p.stderr()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_passwords_from_flag_env_and_connection_string_and_a_wrong_one_fails_fast(
+) -> anyhow::Result<()> {
+    let env = env_with(PgConfig::default().hba(SCRAM_HBA), TansuStorage::Memory).await?;
+    create_relay_role(&env).await?;
+    env.setup().await?;
+    let conn = relay_conn(&env, "127.0.0.1", "");
+
+    // --postgres-password
+    let mut p = spawn(
+        &env,
+        &run_flags(&env, &conn, &["--postgres-password", RELAY_PASSWORD]),
+        &[],
+    )?;
+    let ids = write_events(&env, "s-1", 3).await?;
+    consumed(&env, &ids).await?;
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
+
+    // OUTBOX_POSTGRES_PASSWORD
+    let mut p = spawn(
+        &env,
+        &run_flags(&env, &conn, &[]),
+        &[("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)],
+    )?;
+    let ids = write_events(&env, "s-2", 3).await?;
+    consumed(&env, &ids).await?;
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
+
+    // password=… in the connection string
+    let with_pw = relay_conn(&env, "127.0.0.1", &format!("password={RELAY_PASSWORD}"));
+    let mut p = spawn(&env, &run_flags(&env, &with_pw, &[]), &[])?;
+    let ids = write_events(&env, "s-3", 3).await?;
+    consumed(&env, &ids).await?;
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
+
+    // A wrong password: the binary exits by itself, quickly, saying what to check.
+    let started = std::time::Instant::now();
+    let mut p = spawn(
+        &env,
+        &run_flags(&env, &conn, &["--postgres-password", "wrong-pw-0c4d"]),
+        &[],
+    )?;
+    let status = p.wait_exit(Duration::from_secs(30)).await?;
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a wrong password must not be retried"
+    );
+    assert!(
+        stderr.contains("password authentication failed for user \"relay\"")
+            && stderr.contains("check the user and password"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-pw-0c4d"), "{stderr}");
+
+    // The replication connection refuses it the same way (fatal, with the advice).
+    let wrong = source_config(&conn, Some("wrong-pw-0c4d"));
+    assert_fatal(
+        replication_connect(&wrong).await,
+        &[
+            "password authentication failed",
+            "check the user and password",
+        ],
+    );
+    assert_fatal(
+        outbox_tailer::setup::preflight(&wrong, false).await,
+        &[
+            "password authentication failed",
+            "check the user and password",
+        ],
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_role_runs_and_setup_without_rights_says_what_to_grant(
+) -> anyhow::Result<()> {
+    let env = env_with(PgConfig::default().hba(SCRAM_HBA), TansuStorage::Memory).await?;
+    create_relay_role(&env).await?;
+    env.client
+        .batch_execute("CREATE ROLE norepl LOGIN PASSWORD 'norepl-pw-31'")
+        .await?;
+    let row = env
+        .client
+        .query_one(
+            "SELECT r.rolsuper, r.rolreplication, pg_get_userbyid(c.relowner) = 'relay' \
+             FROM pg_roles r, pg_class c WHERE r.rolname = 'relay' AND c.relname = 'outbox'",
+            &[],
+        )
+        .await?;
+    assert_eq!(
+        (
+            row.get::<_, bool>(0),
+            row.get::<_, bool>(1),
+            row.get::<_, bool>(2)
+        ),
+        (false, true, false),
+        "relay: no superuser, REPLICATION, not the owner"
+    );
+    let conn = relay_conn(&env, "127.0.0.1", "");
+    let relay = source_config(&conn, Some(RELAY_PASSWORD));
+
+    // setup as relay: not the table's owner, so no publication; the message says what to do.
+    let e = outbox_tailer::setup::setup(&relay).await.unwrap_err();
+    let text = e.to_string();
+    for phrase in [
+        "permission denied",
+        "ownership of public.outbox",
+        "CREATE PUBLICATION \"outbox_pub\" FOR TABLE",
+        "docs/security.md",
+    ] {
+        assert!(text.contains(phrase), "{phrase:?} missing from: {text}");
+    }
+
+    // With the publication made by the owner, setup as a role without REPLICATION fails on
+    // the slot, naming the attribute to grant.
+    env.client
+        .batch_execute("CREATE PUBLICATION outbox_pub FOR TABLE outbox WITH (publish = 'insert')")
+        .await?;
+    let norepl = source_config(
+        &format!(
+            "host=127.0.0.1 port={} user=norepl dbname={}",
+            env.db.port, env.db.name
+        ),
+        Some("norepl-pw-31"),
+    );
+    let e = outbox_tailer::setup::setup(&norepl).await.unwrap_err();
+    let text = e.to_string();
+    for phrase in [
+        "cannot create slot outbox_slot",
+        "ALTER ROLE",
+        "REPLICATION",
+    ] {
+        assert!(text.contains(phrase), "{phrase:?} missing from: {text}");
+    }
+
+    // relay has what setup needs for the slot (REPLICATION), and runs.
+    let report = outbox_tailer::setup::setup(&relay).await?;
+    assert!(
+        report.actions.iter().any(|a| a.starts_with("created slot")),
+        "{report:?}"
+    );
+    let mut p = spawn(
+        &env,
+        &run_flags(&env, &conn, &["--postgres-password", RELAY_PASSWORD]),
+        &[],
+    )?;
+    let ids = write_events(&env, "l-1", 5).await?;
+    consumed(&env, &ids).await?;
+    let lag_gone = || async { Ok(env.slot_lag_bytes().await? < 1024 * 1024) };
+    wait_until(Duration::from_secs(30), "the slot to advance", lag_gone).await?;
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
+
+    // status and peek work with the same rights.
+    for command in ["status", "peek"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+            .args([command, "--postgres", &conn])
+            .env("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{command} as relay: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
