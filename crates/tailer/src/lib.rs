@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod kafka_check;
 pub mod metrics;
 pub mod names;
 pub mod ops;
@@ -133,6 +134,7 @@ async fn run_until(
         confirmed_flush_lsn = %slot.confirmed_flush_lsn,
         "preflight passed"
     );
+    kafka_check::check_broker(&config.sink, Duration::from_secs(10)).await?;
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let sink = KafkaSink::for_tailer(&config, ack_tx)?.with_stop(stop.clone());
     let router = Router::new(config.route.clone())?;
