@@ -13,7 +13,7 @@ use clap::Parser;
 use outbox_tailer::config::{AnyCommand, Command as TailerCommand, CommandLine, SourceConfig};
 use outbox_tailer::source::PgSource;
 use outbox_tailer::TailerError;
-use outbox_testkit::{PgConfig, ServerCert, TansuStorage};
+use outbox_testkit::{PgConfig, ServerCert, TansuBroker, TansuStorage};
 use pgoutput::Lsn;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use support::*;
@@ -545,6 +545,188 @@ async fn least_privilege_role_runs_and_setup_without_rights_says_what_to_grant(
             "{command} as relay: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_refusing_the_login_stops_the_tailer_with_a_clear_error() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let broker = TansuBroker::start_authenticating().await?;
+    let secret = "kafka-secret-9e2";
+    let sasl_password = format!("sasl.password={secret}");
+    let mut args = run_flags(
+        &env,
+        &env.db.conn_str(),
+        &[
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanism=SCRAM-SHA-256",
+            "-X",
+            "sasl.username=relay",
+            "-X",
+            &sasl_password,
+        ],
+    );
+    let at = args.iter().position(|a| a == "--brokers").unwrap() + 1;
+    args[at] = broker.bootstrap_servers();
+    let mut p = spawn(&env, &args, &[])?;
+    let status = p.wait_exit(Duration::from_secs(30)).await?;
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    for phrase in [
+        "refused the connection",
+        "sasl.username",
+        "security.protocol",
+    ] {
+        assert!(stderr.contains(phrase), "{phrase:?} missing:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains(secret),
+        "the password is printed:\n{stderr}"
+    );
+
+    // A TLS client against a plaintext listener: the same kind of stop.
+    let mut p = spawn(
+        &env,
+        &run_flags(&env, &env.db.conn_str(), &["-X", "security.protocol=SSL"]),
+        &[],
+    )?;
+    let status = p.wait_exit(Duration::from_secs(30)).await?;
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("ssl.ca.location"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// Assert that none of `secrets` occurs in `text`.
+fn assert_hidden(text: &str, secrets: &[&str], what: &str) {
+    for secret in secrets {
+        assert!(!text.contains(secret), "{what} shows {secret:?}:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_help_or_logs() -> anyhow::Result<()> {
+    // --help of every command, with secrets in the environment.
+    let (env_conn_secret, env_pw_secret) = ("help-secret-c0nn", "help-secret-pw");
+    let env_conn = format!("host=db user=relay password={env_conn_secret}");
+    for command in [
+        None,
+        Some("run"),
+        Some("setup"),
+        Some("status"),
+        Some("peek"),
+        Some("poll"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+            .args(command)
+            .arg("--help")
+            .env("OUTBOX_POSTGRES", &env_conn)
+            .env("OUTBOX_POSTGRES_PASSWORD", env_pw_secret)
+            .output()?;
+        assert!(out.status.success());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("OUTBOX_POSTGRES_PASSWORD") || command.is_none());
+        assert_hidden(&text, &[env_conn_secret, env_pw_secret], "--help");
+    }
+
+    let env = env_with(PgConfig::default().hba(SCRAM_HBA), TansuStorage::Memory).await?;
+    create_relay_role(&env).await?;
+    env.setup().await?;
+    let conn = relay_conn(&env, "127.0.0.1", "");
+    for format in ["text", "json"] {
+        // Wrong passwords from the connection string, the flag and the environment: error paths.
+        let in_conn = format!("conn-secret-{format}");
+        let with_pw = relay_conn(&env, "127.0.0.1", &format!("password={in_conn}"));
+        let in_flag = format!("flag-secret-{format}");
+        let in_env = format!("env-secret-{format}");
+        let runs = [
+            (run_flags(&env, &with_pw, &["--log-format", format]), None),
+            (
+                run_flags(
+                    &env,
+                    &conn,
+                    &["--log-format", format, "--postgres-password", &in_flag],
+                ),
+                None,
+            ),
+            (
+                run_flags(&env, &conn, &["--log-format", format]),
+                Some(in_env.as_str()),
+            ),
+        ];
+        for (args, env_pw) in runs {
+            let envs: Vec<(&str, &str)> = env_pw
+                .map(|pw| ("OUTBOX_POSTGRES_PASSWORD", pw))
+                .into_iter()
+                .collect();
+            let mut p = spawn(&env, &args, &envs)?;
+            let status = p.wait_exit(Duration::from_secs(30)).await?;
+            let stderr = p.stderr();
+            assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+            assert!(
+                stderr.contains("password authentication failed"),
+                "{stderr}"
+            );
+            assert_hidden(&stderr, &[&in_conn, &in_flag, &in_env], "the log");
+        }
+
+        // The right password, and a SASL password for a broker that is not there: the tailer
+        // streams, librdkafka (all its debug contexts on) retries; nothing shows either.
+        let kafka_secret = format!("sasl-secret-{format}");
+        let sasl_password = format!("sasl.password={kafka_secret}");
+        let mut args = run_flags(
+            &env,
+            &conn,
+            &[
+                "--log-format",
+                format,
+                "--shutdown-timeout-secs",
+                "1",
+                "-X",
+                "security.protocol=SASL_PLAINTEXT",
+                "-X",
+                "sasl.mechanism=PLAIN",
+                "-X",
+                "sasl.username=relay",
+                "-X",
+                &sasl_password,
+                "-X",
+                "debug=all",
+            ],
+        );
+        let at = args.iter().position(|a| a == "--brokers").unwrap() + 1;
+        args[at] = "127.0.0.1:1".into();
+        let mut p = spawn(&env, &args, &[("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)])?;
+        let streaming = wait_until(Duration::from_secs(60), "the tailer to stream", || async {
+            Ok(p.stderr().contains("streaming"))
+        })
+        .await;
+        if let Err(e) = streaming {
+            panic!("{e}:\n{}", p.stderr());
+        }
+        write_events(&env, &format!("x-{format}"), 1).await?;
+        wait_until(Duration::from_secs(60), "librdkafka to retry", || async {
+            Ok(p.stderr().matches("Connection refused").count() >= 3)
+        })
+        .await?;
+        p.terminate()?;
+        let stderr = p.stderr();
+        assert!(
+            stderr.contains("sasl.username"),
+            "librdkafka's config dump ran"
+        );
+        assert_hidden(&stderr, &[&kafka_secret, RELAY_PASSWORD], "the log");
     }
     Ok(())
 }
