@@ -225,6 +225,12 @@ impl TansuBroker {
         self.spawn_and_wait()
     }
 
+    /// Require SASL authentication (`--authentication`) from the next `start_again` on; with
+    /// SQLite storage, SCRAM credentials stored meanwhile survive the restart.
+    pub fn set_authentication(&mut self, on: bool) {
+        self.authentication = on;
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
