@@ -13,7 +13,7 @@ use clap::Parser;
 use outbox_tailer::config::{AnyCommand, Command as TailerCommand, CommandLine, SourceConfig};
 use outbox_tailer::source::PgSource;
 use outbox_tailer::TailerError;
-use outbox_testkit::{PgConfig, ServerCert, TansuStorage};
+use outbox_testkit::{PgConfig, ServerCert, TansuBroker, TansuStorage};
 use pgoutput::Lsn;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use support::*;
@@ -546,5 +546,312 @@ async fn least_privilege_role_runs_and_setup_without_rights_says_what_to_grant(
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_refusing_the_login_stops_the_tailer_with_a_clear_error() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let broker = TansuBroker::start_authenticating().await?;
+    let secret = "kafka-secret-9e2";
+    let sasl_password = format!("sasl.password={secret}");
+    let mut args = run_flags(
+        &env,
+        &env.db.conn_str(),
+        &[
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanism=SCRAM-SHA-256",
+            "-X",
+            "sasl.username=relay",
+            "-X",
+            &sasl_password,
+        ],
+    );
+    let at = args.iter().position(|a| a == "--brokers").unwrap() + 1;
+    args[at] = broker.bootstrap_servers();
+    let mut p = spawn(&env, &args, &[])?;
+    let status = p.wait_exit(Duration::from_secs(30)).await?;
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    for phrase in [
+        "refused the connection",
+        "sasl.username",
+        "security.protocol",
+    ] {
+        assert!(stderr.contains(phrase), "{phrase:?} missing:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains(secret),
+        "the password is printed:\n{stderr}"
+    );
+
+    // A TLS client against a plaintext listener: the same kind of stop.
+    let mut p = spawn(
+        &env,
+        &run_flags(&env, &env.db.conn_str(), &["-X", "security.protocol=SSL"]),
+        &[],
+    )?;
+    let status = p.wait_exit(Duration::from_secs(30)).await?;
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("refused the connection") && stderr.contains("ssl.ca.location"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// Assert that none of `secrets` occurs in `text`.
+fn assert_hidden(text: &str, secrets: &[&str], what: &str) {
+    for secret in secrets {
+        assert!(!text.contains(secret), "{what} shows {secret:?}:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_help_or_logs() -> anyhow::Result<()> {
+    // --help of every command, with secrets in the environment.
+    let (env_conn_secret, env_pw_secret) = ("help-secret-c0nn", "help-secret-pw");
+    let env_conn = format!("host=db user=relay password={env_conn_secret}");
+    for command in [
+        None,
+        Some("run"),
+        Some("setup"),
+        Some("status"),
+        Some("peek"),
+        Some("poll"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+            .args(command)
+            .arg("--help")
+            .env("OUTBOX_POSTGRES", &env_conn)
+            .env("OUTBOX_POSTGRES_PASSWORD", env_pw_secret)
+            .output()?;
+        assert!(out.status.success());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("OUTBOX_POSTGRES_PASSWORD") || command.is_none());
+        assert_hidden(&text, &[env_conn_secret, env_pw_secret], "--help");
+    }
+
+    let env = env_with(PgConfig::default().hba(SCRAM_HBA), TansuStorage::Memory).await?;
+    create_relay_role(&env).await?;
+    env.setup().await?;
+    let conn = relay_conn(&env, "127.0.0.1", "");
+    for format in ["text", "json"] {
+        // Wrong passwords from the connection string, the flag and the environment: error paths.
+        let in_conn = format!("conn-secret-{format}");
+        let with_pw = relay_conn(&env, "127.0.0.1", &format!("password={in_conn}"));
+        let in_flag = format!("flag-secret-{format}");
+        let in_env = format!("env-secret-{format}");
+        let runs = [
+            (run_flags(&env, &with_pw, &["--log-format", format]), None),
+            (
+                run_flags(
+                    &env,
+                    &conn,
+                    &["--log-format", format, "--postgres-password", &in_flag],
+                ),
+                None,
+            ),
+            (
+                run_flags(&env, &conn, &["--log-format", format]),
+                Some(in_env.as_str()),
+            ),
+        ];
+        for (args, env_pw) in runs {
+            let envs: Vec<(&str, &str)> = env_pw
+                .map(|pw| ("OUTBOX_POSTGRES_PASSWORD", pw))
+                .into_iter()
+                .collect();
+            let mut p = spawn(&env, &args, &envs)?;
+            let status = p.wait_exit(Duration::from_secs(30)).await?;
+            let stderr = p.stderr();
+            assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+            assert!(
+                stderr.contains("password authentication failed"),
+                "{stderr}"
+            );
+            assert_hidden(&stderr, &[&in_conn, &in_flag, &in_env], "the log");
+        }
+
+        // The right password, and a SASL password for a broker that is not there: the tailer
+        // streams, librdkafka (all its debug contexts on) retries; nothing shows either.
+        let kafka_secret = format!("sasl-secret-{format}");
+        let sasl_password = format!("sasl.password={kafka_secret}");
+        let mut args = run_flags(
+            &env,
+            &conn,
+            &[
+                "--log-format",
+                format,
+                "--shutdown-timeout-secs",
+                "1",
+                "-X",
+                "security.protocol=SASL_PLAINTEXT",
+                "-X",
+                "sasl.mechanism=PLAIN",
+                "-X",
+                "sasl.username=relay",
+                "-X",
+                &sasl_password,
+                "-X",
+                "debug=all",
+            ],
+        );
+        let at = args.iter().position(|a| a == "--brokers").unwrap() + 1;
+        args[at] = "127.0.0.1:1".into();
+        let mut p = spawn(&env, &args, &[("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)])?;
+        let streaming = wait_until(Duration::from_secs(60), "the tailer to stream", || async {
+            Ok(p.stderr().contains("streaming"))
+        })
+        .await;
+        if let Err(e) = streaming {
+            panic!("{e}:\n{}", p.stderr());
+        }
+        write_events(&env, &format!("x-{format}"), 1).await?;
+        wait_until(Duration::from_secs(60), "librdkafka to retry", || async {
+            Ok(p.stderr().matches("Connection refused").count() >= 3)
+        })
+        .await?;
+        p.terminate()?;
+        let stderr = p.stderr();
+        assert!(
+            stderr.contains("sasl.username"),
+            "librdkafka's config dump ran"
+        );
+        assert_hidden(&stderr, &[&kafka_secret, RELAY_PASSWORD], "the log");
+    }
+    Ok(())
+}
+
+/// Store SCRAM-SHA-256 credentials for `user` in a tansu broker that does not require a login
+/// yet, with KIP-554's AlterUserScramCredentials (v0), which rdkafka does not expose.
+fn add_scram_user(bootstrap: &str, user: &str, password: &str) -> anyhow::Result<()> {
+    use hmac::{Hmac, Mac};
+    use std::io::{Read, Write};
+    type HmacSha256 = Hmac<sha2::Sha256>;
+
+    let (salt, iterations) = (b"outbox-tailer-test-salt".to_vec(), 4096u32);
+    // PBKDF2-HMAC-SHA-256 with one output block (RFC 5802's Hi()).
+    let mac = |data: &[u8]| -> anyhow::Result<Vec<u8>> {
+        let mut m = HmacSha256::new_from_slice(password.as_bytes())?;
+        m.update(data);
+        Ok(m.finalize().into_bytes().to_vec())
+    };
+    let mut u = mac(&[salt.as_slice(), &1u32.to_be_bytes()].concat())?;
+    let mut salted = u.clone();
+    for _ in 1..iterations {
+        u = mac(&u)?;
+        salted.iter_mut().zip(&u).for_each(|(s, x)| *s ^= x);
+    }
+
+    let compact = |out: &mut Vec<u8>, bytes: &[u8]| {
+        out.push(u8::try_from(bytes.len() + 1).expect("short"));
+        out.extend_from_slice(bytes);
+    };
+    let mut body = Vec::new();
+    body.extend_from_slice(&51i16.to_be_bytes()); // AlterUserScramCredentials
+    body.extend_from_slice(&0i16.to_be_bytes()); // version 0 (flexible)
+    body.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // no client id
+    body.push(0); // header tags
+    body.push(1); // deletions: none
+    body.push(2); // upsertions: one
+    compact(&mut body, user.as_bytes());
+    body.push(1); // SCRAM-SHA-256
+    body.extend_from_slice(&(iterations as i32).to_be_bytes());
+    compact(&mut body, &salt);
+    compact(&mut body, &salted);
+    body.push(0); // upsertion tags
+    body.push(0); // request tags
+    let mut stream = std::net::TcpStream::connect(bootstrap)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(&(body.len() as i32).to_be_bytes())?;
+    stream.write_all(&body)?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut response = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut response)?;
+    // correlation id (4), header tags (1), throttle (4), results count (1), user, error code
+    let user_len = usize::from(response[10]) - 1;
+    let at = 11 + user_len;
+    let code = i16::from_be_bytes([response[at], response[at + 1]]);
+    anyhow::ensure!(
+        code == 0,
+        "AlterUserScramCredentials failed with error {code}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sasl_scram_login_publishes() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let mut broker = TansuBroker::start_with(TansuStorage::Sqlite).await?;
+    let secret = "kafka-scram-pw-41d";
+    add_scram_user(&broker.bootstrap_servers(), "relay", secret)?;
+    tokio::task::block_in_place(|| {
+        broker.stop();
+        broker.set_authentication(true);
+        broker.start_again()
+    })?;
+
+    let sasl_password = format!("sasl.password={secret}");
+    let mut args = run_flags(
+        &env,
+        &env.db.conn_str(),
+        &[
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanism=SCRAM-SHA-256",
+            "-X",
+            "sasl.username=relay",
+            "-X",
+            &sasl_password,
+        ],
+    );
+    let at = args.iter().position(|a| a == "--brokers").unwrap() + 1;
+    args[at] = broker.bootstrap_servers();
+    let mut p = spawn(&env, &args, &[])?;
+    let ids = write_events(&env, "k-1", 5).await?;
+    // Acked by the broker (acks=all) before the slot moves past them.
+    let acked = wait_until(
+        Duration::from_secs(60),
+        "the slot to pass the events",
+        || async { Ok(env.slot_lag_bytes().await? < 1024) },
+    )
+    .await;
+    if let Err(e) = acked {
+        panic!("{e}:\n{}", p.stderr());
+    }
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
+    assert_hidden(&p.stderr(), &[secret], "the log");
+
+    // The records are in the broker: read them without a login after a restart.
+    tokio::task::block_in_place(|| {
+        broker.stop();
+        broker.set_authentication(false);
+        broker.start_again()
+    })?;
+    let want = ids.clone();
+    let records = outbox_testkit::consume_until(
+        &broker.bootstrap_servers(),
+        TOPIC,
+        Duration::from_secs(120),
+        move |records| {
+            want.iter()
+                .all(|id| records.iter().any(|r| r.header("id") == Some(id.as_str())))
+        },
+    )
+    .await?;
+    assert!(records.len() >= ids.len());
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod kafka_check;
 pub mod metrics;
 pub mod names;
 pub mod ops;
@@ -141,6 +142,7 @@ async fn run_until(
         confirmed_flush_lsn = %slot.confirmed_flush_lsn,
         "preflight passed"
     );
+    kafka_check::check_broker(&config.sink, Duration::from_secs(10)).await?;
     if let Some(done) = retention::ensure_replay_slot(&config.source).await? {
         tracing::info!("{done}");
     }

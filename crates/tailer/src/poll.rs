@@ -77,6 +77,7 @@ async fn poll_until(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Stats, TailerError> {
     let mut client = crate::setup::connect(&config.source).await?;
+    crate::kafka_check::check_broker(&config.sink, Duration::from_secs(10)).await?;
     let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone())?;
     let router = Router::new(config.route.clone())?;
     let (ack_tx, mut acks) = mpsc::unbounded_channel();

@@ -32,6 +32,8 @@ pub struct TansuBroker {
     dir: TempDir,
     port: u16,
     storage: TansuStorage,
+    /// `--authentication`: every client must log in with SASL (SCRAM credentials from storage).
+    authentication: bool,
     child: Option<Child>,
 }
 
@@ -52,8 +54,20 @@ impl TansuBroker {
             .context("broker start task")?
     }
 
+    /// Start a broker (memory storage) that requires SASL authentication of every client;
+    /// returns once it accepts connections.
+    pub async fn start_authenticating() -> anyhow::Result<TansuBroker> {
+        tokio::task::spawn_blocking(|| TansuBroker::start_inner(TansuStorage::Memory, true))
+            .await
+            .context("broker start task")?
+    }
+
     /// Start a broker from synchronous code; returns once it answers a metadata request.
     pub fn start_blocking(storage: TansuStorage) -> anyhow::Result<TansuBroker> {
+        TansuBroker::start_inner(storage, false)
+    }
+
+    fn start_inner(storage: TansuStorage, authentication: bool) -> anyhow::Result<TansuBroker> {
         let bin = find_tansu()?;
         let dir = tempfile::Builder::new()
             .prefix("outbox-tansu-")
@@ -64,6 +78,7 @@ impl TansuBroker {
             dir,
             port: 0,
             storage,
+            authentication,
             child: None,
         };
         let mut last_err = None;
@@ -95,6 +110,7 @@ impl TansuBroker {
             .current_dir(self.dir.path())
             .args(["broker", "--storage-engine", &storage])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(self.authentication.then_some("--authentication"))
             .env_remove("CLUSTER_ID")
             .env_remove("STORAGE_ENGINE")
             .env_remove("LISTENER_URL")
@@ -110,6 +126,9 @@ impl TansuBroker {
     }
 
     fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        if self.authentication {
+            return self.wait_listening(within);
+        }
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap_servers())
             .set("log_level", "0")
@@ -139,6 +158,37 @@ impl TansuBroker {
                     self.log()
                 );
             }
+        }
+    }
+
+    /// Without credentials a metadata request is refused: wait until the port accepts.
+    fn wait_listening(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .map(|c| c.try_wait())
+                .transpose()?
+                .flatten()
+            {
+                bail!(
+                    "tansu exited ({status}) on port {}:\n{}",
+                    self.port,
+                    self.log()
+                );
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "tansu did not listen within {within:?} on port {}:\n{}",
+                    self.port,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -173,6 +223,12 @@ impl TansuBroker {
             return Ok(());
         }
         self.spawn_and_wait()
+    }
+
+    /// Require SASL authentication (`--authentication`) from the next `start_again` on; with
+    /// SQLite storage, SCRAM credentials stored meanwhile survive the restart.
+    pub fn set_authentication(&mut self, on: bool) {
+        self.authentication = on;
     }
 
     pub fn is_running(&self) -> bool {
