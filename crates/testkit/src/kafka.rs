@@ -81,6 +81,129 @@ pub async fn consume_until(
         .context("consumer task")?
 }
 
+/// Read every partition of `topic` from the beginning up to the high watermark it had when
+/// the call started: everything the broker acknowledged before that, duplicates included.
+/// Fails after `within`, saying how far each partition got.
+///
+/// Records come back in partition order, then offset order.
+pub async fn read_to_end(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+) -> anyhow::Result<Vec<KafkaRecord>> {
+    let bootstrap = bootstrap.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_to_end_blocking(&bootstrap, &topic, within))
+        .await
+        .context("consumer task")?
+}
+
+fn read_to_end_blocking(
+    bootstrap: &str,
+    topic: &str,
+    within: Duration,
+) -> anyhow::Result<Vec<KafkaRecord>> {
+    let consumer = reader(bootstrap)?;
+    let deadline = Instant::now() + within;
+    let partitions = partitions_of(&consumer, topic, deadline, within)?;
+    let mut ends = Vec::new();
+    for p in &partitions {
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(topic, *p, Duration::from_secs(5)) {
+                Ok(w) => break w,
+                Err(e) if Instant::now() > deadline => {
+                    bail!("watermarks of {topic}/{p} after {within:?}: {e}")
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        ends.push((*p, low, high));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl).context("assigning partitions")?;
+    let mut next: std::collections::HashMap<i32, i64> =
+        partitions.iter().map(|p| (*p, 0)).collect();
+    let mut records = Vec::new();
+    let mut last_error = None;
+    while ends.iter().any(|(p, _, high)| next[p] < *high) {
+        if Instant::now() > deadline {
+            bail!(
+                "reading {topic} to its end within {within:?}: reached {next:?}, \
+                 (partition, low, high) {ends:?}, last consumer error: {last_error:?}"
+            );
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                next.insert(m.partition(), m.offset() + 1);
+                records.push(owned(&m));
+            }
+            Some(Err(e)) => last_error = Some(e.to_string()),
+            None => {}
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}
+
+fn reader(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("testkit-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        // Nothing here writes transactionally; reading uncommitted does not wait on a last
+        // stable offset the broker may compute from producers that were killed.
+        .set("isolation.level", "read_uncommitted")
+        .set("log_level", "3")
+        .create()
+        .context("creating a Kafka consumer")
+}
+
+/// The partition ids of `topic`, once the broker knows it.
+fn partitions_of(
+    consumer: &BaseConsumer,
+    topic: &str,
+    deadline: Instant,
+    within: Duration,
+) -> anyhow::Result<Vec<i32>> {
+    loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5));
+        if let Ok(md) = md {
+            if let Some(t) = md.topics().iter().find(|t| t.name() == topic) {
+                if t.error().is_none() && !t.partitions().is_empty() {
+                    return Ok(t.partitions().iter().map(|p| p.id()).collect());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("topic {topic} has no metadata after {within:?}");
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> KafkaRecord {
+    KafkaRecord {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 fn consume_blocking(
     bootstrap: &str,
     topic: &str,

@@ -17,7 +17,7 @@ mod pg;
 mod process;
 mod tansu;
 
-pub use kafka::{consume_until, create_topic, KafkaRecord};
+pub use kafka::{consume_until, create_topic, read_to_end, KafkaRecord};
 pub use mock::MockKafka;
 pub use net::free_port;
 pub use pg::{PgCluster, PgConfig, ServerCert, StopMode, TestDb};
