@@ -59,14 +59,6 @@ async fn consume_through(env: &Env, last: &str) -> anyhow::Result<Vec<KafkaRecor
     .await
 }
 
-async fn current_wal(env: &Env) -> anyhow::Result<Lsn> {
-    let row = env
-        .client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await?;
-    Ok(row.get::<_, String>(0).parse()?)
-}
-
 fn replay_args(env: &Env, extra: &[&str]) -> Vec<String> {
     let mut args = env.run_args(&[]);
     args[0] = "replay".into();
@@ -321,7 +313,7 @@ async fn run_with_start_lsn_skips_exactly_the_earlier_events_and_says_so() -> an
     let env = env().await?;
     env.setup().await?;
     let skipped = write_txns(&env, 2, 1, "old").await?;
-    let start = current_wal(&env).await?;
+    let start = env.current_wal_lsn().await?;
     let kept = write_txns(&env, 2, 1, "new").await?;
     let start_flag = start.to_string();
     let mut tailer = env.spawn_process(&["--start-lsn", &start_flag])?;

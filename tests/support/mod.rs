@@ -120,6 +120,15 @@ impl Env {
         self.confirmed_lsn_of(SLOT).await
     }
 
+    /// The server's current WAL write position.
+    pub async fn current_wal_lsn(&self) -> anyhow::Result<Lsn> {
+        let row = self
+            .client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?;
+        Ok(row.get::<_, String>(0).parse()?)
+    }
+
     /// `confirmed_flush_lsn` of the slot named `slot`.
     pub async fn confirmed_lsn_of(&self, slot: &str) -> anyhow::Result<Lsn> {
         let row = self

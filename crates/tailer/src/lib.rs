@@ -109,9 +109,11 @@ pub async fn run(
     if let Err(e) = &result {
         metrics.error(e.kind());
     }
-    match invalidated {
-        Some(reason) => Err(TailerError::SlotInvalidated(reason)),
-        None => result,
+    // The watchdog's reason explains a stop it caused; an error of the tailer's own (preflight
+    // refusing the lost slot before the watchdog's first check completed, say) speaks for itself.
+    match (invalidated, result) {
+        (Some(reason), Ok(_)) => Err(TailerError::SlotInvalidated(reason)),
+        (_, result) => result,
     }
 }
 
