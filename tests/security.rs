@@ -278,6 +278,46 @@ async fn run_streams_over_tls_with_verify_full_and_require() -> anyhow::Result<(
     assert!(relay_streams_over_tls(env).await?);
     let status = p.terminate()?;
     assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+
+    // The operator commands and the polling relay connect the same way (the role is allowed
+    // over TLS only, so success means TLS). poll marks rows: it needs UPDATE too.
+    let conn = relay_conn(
+        env,
+        "localhost",
+        &format!("sslmode=verify-full sslrootcert={ca}"),
+    );
+    for command in ["status", "peek"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+            .args([command, "--postgres", &conn])
+            .env("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{command} over TLS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    env.client
+        .batch_execute("GRANT UPDATE ON outbox TO relay")
+        .await?;
+    let mut args = run_flags(env, &conn, &["--interval-ms", "100"]);
+    args[0] = "poll".into();
+    let mut p = spawn(env, &args, &[("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)])?;
+    let all_marked = || async {
+        let n: i64 = env
+            .client
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(n == 0)
+    };
+    if let Err(e) = wait_until(Duration::from_secs(60), "poll to publish", all_marked).await {
+        panic!("{e}:\n{}", p.stderr());
+    }
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
     Ok(())
 }
 
