@@ -11,6 +11,9 @@
 //! are taken out of the connection string here and applied by this module. As in libpq,
 //! `sslmode=require` with an `sslrootcert` verifies the chain (like `verify-ca`), and the
 //! default is `prefer`.
+//!
+//! `rustls_config` builds the SQL connections' client configuration; `replication` maps the
+//! same settings onto pgwire-replication (and works around its `verify-ca`).
 
 use std::path::PathBuf;
 
