@@ -29,6 +29,8 @@ host     all          postgres  127.0.0.1/32 trust
 host     replication  postgres  127.0.0.1/32 trust
 hostssl  all          relay     127.0.0.1/32 scram-sha-256
 hostssl  replication  relay     127.0.0.1/32 scram-sha-256
+hostssl  all          certrelay 127.0.0.1/32 cert
+hostssl  replication  certrelay 127.0.0.1/32 cert
 ";
 
 /// SCRAM for everyone but `postgres`, TLS not involved.
@@ -66,7 +68,21 @@ impl TestCa {
         Ok(ServerCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            client_ca_pem: Some(self.issuer.pem()),
         })
+    }
+
+    /// A client certificate for user `cn` (PostgreSQL's `cert` method matches the CN), as
+    /// (certificate, key) files in `dir`.
+    fn client_cert(&self, cn: &str, dir: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let (cert_file, key_file) = (dir.join(format!("{cn}.crt")), dir.join(format!("{cn}.key")));
+        std::fs::write(&cert_file, cert.pem())?;
+        std::fs::write(&key_file, key.serialize_pem())?;
+        Ok((cert_file, key_file))
     }
 
     /// The CA certificate as a file in `dir`.
@@ -82,6 +98,8 @@ struct TlsEnv {
     env: Env,
     ca_file: PathBuf,
     other_ca_file: PathBuf,
+    /// Certificate and key of `certrelay`, signed by the cluster's CA.
+    client_cert: (PathBuf, PathBuf),
 }
 
 async fn tls_env() -> anyhow::Result<TlsEnv> {
@@ -95,10 +113,12 @@ async fn tls_env() -> anyhow::Result<TlsEnv> {
     env.setup().await?;
     let ca_file = ca.write(env.pg.socket_dir(), "ca.pem")?;
     let other_ca_file = other.write(env.pg.socket_dir(), "other-ca.pem")?;
+    let client_cert = ca.client_cert("certrelay", env.pg.socket_dir())?;
     Ok(TlsEnv {
         env,
         ca_file,
         other_ca_file,
+        client_cert,
     })
 }
 
@@ -278,6 +298,90 @@ async fn run_streams_over_tls_with_verify_full_and_require() -> anyhow::Result<(
     assert!(relay_streams_over_tls(env).await?);
     let status = p.terminate()?;
     assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+
+    // The operator commands and the polling relay connect the same way (the role is allowed
+    // over TLS only, so success means TLS). poll marks rows: it needs UPDATE too.
+    let conn = relay_conn(
+        env,
+        "localhost",
+        &format!("sslmode=verify-full sslrootcert={ca}"),
+    );
+    for command in ["status", "peek"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
+            .args([command, "--postgres", &conn])
+            .env("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{command} over TLS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    env.client
+        .batch_execute("GRANT UPDATE ON outbox TO relay")
+        .await?;
+    let mut args = run_flags(env, &conn, &["--interval-ms", "100"]);
+    args[0] = "poll".into();
+    let mut p = spawn(env, &args, &[("OUTBOX_POSTGRES_PASSWORD", RELAY_PASSWORD)])?;
+    let all_marked = || async {
+        let n: i64 = env
+            .client
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(n == 0)
+    };
+    if let Err(e) = wait_until(Duration::from_secs(60), "poll to publish", all_marked).await {
+        panic!("{e}:\n{}", p.stderr());
+    }
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_logs_in_without_a_password() -> anyhow::Result<()> {
+    let t = tls_env().await?;
+    let env = &t.env;
+    env.client
+        .batch_execute(
+            "CREATE ROLE certrelay LOGIN REPLICATION; GRANT SELECT ON outbox TO certrelay",
+        )
+        .await?;
+    let (cert, key) = &t.client_cert;
+    let conn = format!(
+        "host=localhost port={} user=certrelay dbname={} sslmode=verify-full sslrootcert={} \
+         sslcert={} sslkey={}",
+        env.db.port,
+        env.db.name,
+        t.ca_file.display(),
+        cert.display(),
+        key.display()
+    );
+    let mut p = spawn(env, &run_flags(env, &conn, &[]), &[])?;
+    let ids = write_events(env, "c-1", 3).await?;
+    consumed(env, &ids).await?;
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
+
+    // Without the certificate the `cert` rule refuses the role.
+    let bare = source_config(
+        &format!(
+            "host=localhost port={} user=certrelay dbname={} sslmode=verify-full sslrootcert={}",
+            env.db.port,
+            env.db.name,
+            t.ca_file.display()
+        ),
+        None,
+    );
+    assert_fatal(
+        outbox_tailer::setup::preflight(&bare, false).await,
+        &[
+            "requires a valid client certificate",
+            "set sslcert and sslkey",
+        ],
+    );
     Ok(())
 }
 

@@ -49,6 +49,9 @@ pub struct PgConfig {
 pub struct ServerCert {
     pub cert_pem: String,
     pub key_pem: String,
+    /// CA whose client certificates the server accepts (`ssl_ca_file`, for `cert` rules in
+    /// `pg_hba.conf`).
+    pub client_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for ServerCert {
@@ -152,6 +155,10 @@ impl PgCluster {
             write_private(&data.join("server.crt"), &cert.cert_pem)?;
             write_private(&data.join("server.key"), &cert.key_pem)?;
             conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+            if let Some(ca) = &cert.client_ca_pem {
+                write_private(&data.join("client-ca.crt"), ca)?;
+                conf.push_str("ssl_ca_file = 'client-ca.crt'\n");
+            }
         }
         for (k, v) in &config.settings {
             conf.push_str(&format!("{k} = {v}\n"));

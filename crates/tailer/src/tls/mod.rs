@@ -11,6 +11,9 @@
 //! are taken out of the connection string here and applied by this module. As in libpq,
 //! `sslmode=require` with an `sslrootcert` verifies the chain (like `verify-ca`), and the
 //! default is `prefer`.
+//!
+//! `rustls_config` builds the SQL connections' client configuration; `replication` maps the
+//! same settings onto pgwire-replication (and works around its `verify-ca`).
 
 use std::path::PathBuf;
 
@@ -223,6 +226,10 @@ pub(crate) fn advice(text: &str) -> Option<&'static str> {
         Some("the server's certificate is outside its validity period: renew it on the server")
     } else if text.contains("does not support TLS") || text.contains("SSLRequest rejected") {
         Some("the server does not accept TLS (ssl = off): enable ssl on the server, or use sslmode=prefer or disable")
+    } else if text.contains("requires a valid client certificate")
+        || text.contains("certificate authentication failed")
+    {
+        Some("pg_hba.conf wants a client certificate for this user (cert): set sslcert and sslkey to a certificate whose CN is the user name, signed by the server's ssl_ca_file")
     } else if text.contains("no encryption") {
         Some("pg_hba.conf accepts this user only over TLS (hostssl): set sslmode=verify-full (or require) in the connection string")
     } else {
