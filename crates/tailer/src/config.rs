@@ -244,11 +244,11 @@ pub struct DatabaseArgs {
     /// PostgreSQL connection, `host=… port=… user=… dbname=…` or `postgres://user@host/db`
     /// [default: host=localhost user=postgres dbname=postgres].
     #[arg(long, env = "OUTBOX_POSTGRES", hide_env_values = true)]
-    pub postgres: Option<String>,
+    pub postgres: Option<Secret>,
 
     /// PostgreSQL password (overrides one in the connection string).
     #[arg(long, env = "OUTBOX_POSTGRES_PASSWORD", hide_env_values = true)]
-    pub postgres_password: Option<String>,
+    pub postgres_password: Option<Secret>,
 
     /// Logical replication slot [default: outbox_slot].
     #[arg(long, env = "OUTBOX_SLOT")]
@@ -286,7 +286,7 @@ pub struct RunArgs {
 
     /// Any librdkafka option as key=value (repeatable), e.g. `-X security.protocol=SASL_SSL`.
     #[arg(short = 'X', long = "kafka-option", value_name = "KEY=VALUE")]
-    pub kafka_options: Vec<String>,
+    pub kafka_options: Vec<Secret>,
 
     /// Compression: none, gzip, snappy, lz4, zstd [default: lz4].
     #[arg(long, env = "OUTBOX_COMPRESSION")]
@@ -404,12 +404,38 @@ pub struct RunArgs {
     pub replay_retention_secs: Option<u64>,
 }
 
+/// A setting that may hold a secret (a password, a connection string, a librdkafka option):
+/// `Debug` never prints it, so neither can a log line or a panic message.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
 /// The TOML file: every field optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub postgres: Option<String>,
-    pub postgres_password: Option<String>,
+    pub postgres: Option<Secret>,
+    pub postgres_password: Option<Secret>,
     pub slot: Option<String>,
     pub publication: Option<String>,
     pub table: Option<String>,
@@ -417,7 +443,7 @@ pub struct FileConfig {
     pub replay_retention_secs: Option<u64>,
     pub brokers: Option<String>,
     #[serde(default)]
-    pub kafka: std::collections::BTreeMap<String, String>,
+    pub kafka: std::collections::BTreeMap<String, Secret>,
     pub compression: Option<String>,
     pub linger_ms: Option<u64>,
     pub topic: Option<String>,
@@ -602,18 +628,17 @@ impl DatabaseArgs {
 
     /// Resolve against the file's values and the defaults.
     pub fn resolve(&self, file: &FileConfig) -> Result<SourceConfig, TailerError> {
-        let conn = self
-            .postgres
-            .clone()
-            .or_else(|| file.postgres.clone())
-            .unwrap_or_else(|| "host=localhost user=postgres dbname=postgres".into());
-        let (mut pg, tls) = crate::tls::parse_conn_str(&conn)?;
+        let conn = self.postgres.as_ref().or(file.postgres.as_ref()).map_or(
+            "host=localhost user=postgres dbname=postgres",
+            Secret::expose,
+        );
+        let (mut pg, tls) = crate::tls::parse_conn_str(conn)?;
         if let Some(pw) = self
             .postgres_password
             .as_ref()
             .or(file.postgres_password.as_ref())
         {
-            pg.password(pw.as_bytes());
+            pg.password(pw.expose().as_bytes());
         }
         if pg.get_user().is_none() {
             pg.user("postgres");
@@ -704,7 +729,7 @@ impl RunArgs {
         let mut options: Vec<(String, String)> = file
             .kafka
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
             .collect();
         let compression = self
             .compression
@@ -720,8 +745,8 @@ impl RunArgs {
         let linger = self.linger_ms.or(file.linger_ms).unwrap_or(5);
         options.insert(1, ("linger.ms".into(), linger.to_string()));
         for raw in &self.kafka_options {
-            let (k, v) = raw.split_once('=').ok_or_else(|| {
-                TailerError::Config(format!("kafka option {raw:?}: expected key=value"))
+            let (k, v) = raw.expose().split_once('=').ok_or_else(|| {
+                TailerError::Config("a kafka option (-X) is not of the form key=value".into())
             })?;
             options.push((k.trim().to_owned(), v.trim().to_owned()));
         }
@@ -841,6 +866,33 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn secrets_never_in_debug_output_of_the_arguments() {
+        let argv = [
+            "outbox-tailer",
+            "run",
+            "--postgres",
+            "host=db password=hunter2",
+            "--postgres-password",
+            "pw-flag-secret",
+            "-X",
+            "sasl.password=s3cret",
+        ];
+        let shown = format!("{:?}", Cli::try_parse_from(argv).unwrap());
+        for secret in ["hunter2", "pw-flag-secret", "s3cret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let file: FileConfig = toml::from_str(
+            "postgres_password = 'file-secret'\n[kafka]\n'sasl.password' = 'k-secret'\n",
+        )
+        .unwrap();
+        let shown = format!("{file:?}");
+        assert!(
+            !shown.contains("file-secret") && !shown.contains("k-secret"),
+            "{shown}"
+        );
     }
 
     #[test]
