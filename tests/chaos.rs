@@ -65,11 +65,14 @@ async fn nothing_is_lost_under_chaos() -> anyhow::Result<()> {
         .await;
     let written = workload.finish().await;
     let fail = |what: String, tailer: &ChaosTailer, controller: &Controller| {
+        let server_log = env.pg.server_log();
+        let server_log: Vec<&str> = server_log.lines().collect();
         anyhow::anyhow!(
             "{what}\nseed {seed} (replay with OUTBOX_CHAOS_SEED={seed})\nfaults:\n{}\n\
-             tailer log (last 60 lines):\n{}",
+             tailer log (last 60 lines):\n{}\nPostgreSQL log (last 20 lines):\n{}",
             controller.timeline.join("\n"),
-            tailer.log_tail(60)
+            tailer.log_tail(60),
+            server_log[server_log.len().saturating_sub(20)..].join("\n")
         )
     };
     chaos.map_err(|e| fail(format!("injecting faults: {e:#}"), &tailer, &controller))?;
