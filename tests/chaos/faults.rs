@@ -43,6 +43,7 @@ impl ChaosTailer {
         let child = Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
