@@ -338,7 +338,10 @@ impl ChangesSource {
             publication: quote_ident(&source.publication),
             from: plan.from,
             to: plan.to,
-            chunk: 10_000,
+            // Every call decodes again from the copy's restart_lsn (which moves only at
+            // xl_running_xacts records), so few large chunks beat many small ones; the server
+            // spills a chunk's rows to disk past work_mem and we stream them.
+            chunk: 100_000,
             rows_in_chunk: 0,
             reading: Reading::Done,
             progress,
