@@ -125,6 +125,8 @@ async fn replay_of_a_range_delivers_exactly_its_events_again_while_the_live_tail
         target,
         dry_run,
         progress: false,
+        // A few changes per SQL call, so the range is read across several calls.
+        chunk_changes: 3,
     };
     let dry = replay(
         &config,
@@ -191,6 +193,7 @@ async fn replay_of_a_range_delivers_exactly_its_events_again_while_the_live_tail
             target: ReplayTarget::Kafka,
             dry_run: false,
             progress: false,
+            chunk_changes: 3,
         },
         std::future::pending(),
     )

@@ -145,6 +145,7 @@ async fn replay(args: &ReplayArgs) -> Result<(), TailerError> {
         target: args.to,
         dry_run: args.dry_run,
         progress: true,
+        chunk_changes: crate::ops::replay::DEFAULT_CHUNK_CHANGES,
     };
     let summary = crate::ops::replay::replay(&config, &opts, shutdown_signal()).await?;
     let text = crate::ops::replay::render(&summary);

@@ -48,7 +48,14 @@ pub struct ReplayOptions {
     pub dry_run: bool,
     /// Draw a progress bar on stderr (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Changes fetched per SQL call ([`DEFAULT_CHUNK_CHANGES`]). Every call decodes again from
+    /// the copy's `restart_lsn` (which moves only at `xl_running_xacts` records), so few large
+    /// chunks beat many small ones; the server spills a chunk's rows to disk past `work_mem`
+    /// and they are streamed from there.
+    pub chunk_changes: i32,
 }
+
+pub const DEFAULT_CHUNK_CHANGES: i32 = 100_000;
 
 /// What a replay did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -251,7 +258,14 @@ async fn replay_copy(
     } else {
         ProgressBar::hidden()
     };
-    let mut source = ChangesSource::new(Arc::clone(client), copy, &config.source, plan, progress);
+    let mut source = ChangesSource::new(
+        Arc::clone(client),
+        copy,
+        &config.source,
+        plan,
+        opts.chunk_changes,
+        progress,
+    );
     let ended = pipeline
         .stream(&mut source, &mut stop_rx, config.shutdown_timeout)
         .await;
@@ -330,6 +344,7 @@ impl ChangesSource {
         copy: &str,
         source: &SourceConfig,
         plan: &ReplayPlan,
+        chunk: i32,
         progress: ProgressBar,
     ) -> ChangesSource {
         let mut s = ChangesSource {
@@ -338,10 +353,7 @@ impl ChangesSource {
             publication: quote_ident(&source.publication),
             from: plan.from,
             to: plan.to,
-            // Every call decodes again from the copy's restart_lsn (which moves only at
-            // xl_running_xacts records), so few large chunks beat many small ones; the server
-            // spills a chunk's rows to disk past work_mem and we stream them.
-            chunk: 100_000,
+            chunk: chunk.max(1),
             rows_in_chunk: 0,
             reading: Reading::Done,
             progress,
