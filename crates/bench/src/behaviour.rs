@@ -130,7 +130,7 @@ async fn wait_distinct(
     .await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base)?;
+        let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base, env.counting())?;
         if ids.iter().collect::<HashSet<_>>().len() as u64 >= n {
             return Ok(());
         }
@@ -146,7 +146,7 @@ async fn wait_distinct(
 
 /// (records, duplicates) since `base`.
 fn count(env: &Env, base: &kafka::Marks) -> anyhow::Result<(u64, u64)> {
-    let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base)?;
+    let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base, env.counting())?;
     let distinct = ids.iter().collect::<HashSet<_>>().len();
     Ok((ids.len() as u64, (ids.len() - distinct) as u64))
 }
@@ -158,7 +158,7 @@ async fn clean_restart(
     row: &mut BehaviourRow,
 ) -> anyhow::Result<()> {
     env.skip_to_now(relay).await?;
-    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC)?;
+    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC, env.counting())?;
     workload::write_backlog(&env.client, half(events)).await?;
     let mut running = env.start_relay(relay)?;
     wait_distinct(env, relay, &mut running, &base, events / 2).await?;
@@ -181,7 +181,7 @@ async fn sigkill(
     row: &mut BehaviourRow,
 ) -> anyhow::Result<()> {
     env.skip_to_now(relay).await?;
-    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC)?;
+    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC, env.counting())?;
     workload::write_backlog(
         &env.client,
         Backlog::Batched {
@@ -201,7 +201,11 @@ async fn sigkill(
     )
     .await?;
     running.kill()?;
-    let after = kafka::total(&kafka::marks(&env.bootstrap(), ORDER_TOPIC)?) - kafka::total(&base);
+    let after = kafka::total(&kafka::marks(
+        &env.bootstrap(),
+        ORDER_TOPIC,
+        env.counting(),
+    )?) - kafka::total(&base);
     let mut running = env.start_relay(relay)?;
     wait_distinct(env, relay, &mut running, &base, events).await?;
     running.stop()?;

@@ -66,11 +66,50 @@ fn assign_from(c: &BaseConsumer, topic: &str, from: &Marks) -> anyhow::Result<()
     Ok(())
 }
 
-/// The topic's high watermarks now.
-pub fn marks(bootstrap: &str, topic: &str) -> anyhow::Result<Marks> {
+/// Per partition, the offset the next record will get, while nothing is being produced.
+pub fn marks(bootstrap: &str, topic: &str, counting: Counting) -> anyhow::Result<Marks> {
     let c = consumer(bootstrap)?;
     let parts = partitions(&c, topic, Duration::from_secs(30))?;
-    marks_of(&c, topic, &parts)
+    let high = marks_of(&c, topic, &parts)?;
+    match counting {
+        Counting::Watermarks => Ok(high),
+        Counting::Consume => true_ends(&c, topic, &high),
+    }
+}
+
+/// tansu 0.6 reports as high watermark the first offset of the partition's last batch plus
+/// one (seen here: 100 records in one batch, watermark 1), so the end is found by reading
+/// that last batch: from `high - 1` until the records stop coming.
+fn true_ends(c: &BaseConsumer, topic: &str, high: &Marks) -> anyhow::Result<Marks> {
+    let mut ends: HashMap<i32, i64> = high.iter().copied().collect();
+    let pending: Vec<(i32, i64)> = high.iter().copied().filter(|(_, h)| *h > 0).collect();
+    if pending.is_empty() {
+        return Ok(high.clone());
+    }
+    assign_from(
+        c,
+        topic,
+        &pending.iter().map(|(p, h)| (*p, h - 1)).collect::<Marks>(),
+    )?;
+    let mut unseen: Vec<i32> = pending.iter().map(|(p, _)| *p).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet_since = Instant::now();
+    // Every partition's last batch arrives whole; then a quiet spell means the end.
+    while !unseen.is_empty() || quiet_since.elapsed() < Duration::from_millis(300) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "could not read the last batch of {topic}"
+        );
+        if let Some(m) = c.poll(Duration::from_millis(50)) {
+            let m = m?;
+            let end = ends.entry(m.partition()).or_default();
+            *end = (*end).max(m.offset() + 1);
+            unseen.retain(|p| *p != m.partition());
+            quiet_since = Instant::now();
+        }
+    }
+    c.unassign()?;
+    Ok(high.iter().map(|(p, _)| (*p, ends[p])).collect())
 }
 
 pub fn total(marks: &Marks) -> i64 {
@@ -172,10 +211,14 @@ impl Watcher {
 }
 
 /// Every record's `id` header from `from` up to the high watermarks at the time of the call.
-pub fn ids_since(bootstrap: &str, topic: &str, from: &Marks) -> anyhow::Result<Vec<String>> {
+pub fn ids_since(
+    bootstrap: &str,
+    topic: &str,
+    from: &Marks,
+    counting: Counting,
+) -> anyhow::Result<Vec<String>> {
+    let to: HashMap<i32, i64> = marks(bootstrap, topic, counting)?.into_iter().collect();
     let c = consumer(bootstrap)?;
-    let parts: Vec<i32> = from.iter().map(|(p, _)| *p).collect();
-    let to: HashMap<i32, i64> = marks_of(&c, topic, &parts)?.into_iter().collect();
     let mut tpl = TopicPartitionList::new();
     let mut remaining = 0i64;
     for (p, o) in from {

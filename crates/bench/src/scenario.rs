@@ -393,7 +393,7 @@ impl Env {
             self.unpublish_all().await?;
         }
         let window = (relay == RelayKind::PollClassic).then_some(self.tools.poll_window);
-        let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC)?;
+        let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC, self.counting())?;
         let dead0 = self.dead_tuples().await?;
         let autovacuums0 = self.autovacuum_count().await?;
         let cpu0 = postgres_cpu_ms(&self.pg.data_dir())?;
@@ -517,7 +517,7 @@ async fn live_one(
     let mut running = env.start_relay(relay)?;
     env.wait_active(relay, &mut running).await?;
     let bootstrap = env.bootstrap();
-    let warm = kafka::marks(&bootstrap, LIVE_TOPIC)?;
+    let warm = kafka::marks(&bootstrap, LIVE_TOPIC, env.counting())?;
     env.client
         .execute(workload::LIVE_INSERT, &[&-1i64, &kafka::now_us()])
         .await?;
@@ -530,7 +530,7 @@ async fn live_one(
         Duration::from_secs(120),
     )
     .await?;
-    let from = kafka::marks(&bootstrap, LIVE_TOPIC)?;
+    let from = kafka::marks(&bootstrap, LIVE_TOPIC, env.counting())?;
 
     let total = rate * seconds;
     // A relay still behind this long after the writes stopped does not keep up with the rate
