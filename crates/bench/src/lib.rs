@@ -142,6 +142,14 @@ impl Sizes {
 
 /// Run every requested scenario and collect the results.
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
+    let mut report = None;
+    run_into(options, &mut report).await?;
+    report.ok_or_else(|| anyhow::anyhow!("no report"))
+}
+
+/// Like `run`, and the results so far are written to `--out` after every scenario, so a run
+/// that fails late keeps what it measured.
+pub async fn run_into(options: &BenchOptions, out: &mut Option<Report>) -> anyhow::Result<()> {
     let sizes = Sizes::for_options(options);
     let tailer_bin = match &options.tailer_bin {
         Some(p) => p.clone(),
@@ -254,10 +262,16 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             eprintln!("{}", row.one_line());
         }
         report.rows.extend(rows);
+        report.targets = report.check_targets();
+        if let Some(dir) = &options.out {
+            report.write(dir)?;
+        }
+        *out = Some(report.clone());
     }
     report.targets = report.check_targets();
     for check in &report.targets {
         eprintln!("{}", check.one_line());
     }
-    Ok(report)
+    *out = Some(report);
+    Ok(())
 }

@@ -23,6 +23,10 @@ pub struct Row {
     pub confirmed_seconds: Option<f64>,
     pub peak_rss_kib: Option<u64>,
     pub pg_cpu_ms: Option<u64>,
+    /// CPU time of the relay's process during the drain.
+    pub relay_cpu_ms: Option<u64>,
+    /// CPU time of the harness during the drain: the mock cluster (in-process) and the watcher.
+    pub harness_cpu_ms: Option<u64>,
     pub wal_bytes: Option<i64>,
     /// p50, p99, max in milliseconds (commit to consume).
     pub latency_ms: Option<[f64; 3]>,
@@ -212,9 +216,9 @@ impl Report {
                 ""
             }
         );
-        md.push_str("| scenario | relay | broker | events | seconds to last ack | events/s | vs pg_recvlogical | first event s | confirmed s | peak RSS MiB | PostgreSQL CPU ms | WAL bytes | rows updated | dead tuples after | autovacuums | VACUUM after, ms |\n");
+        md.push_str("| scenario | relay | broker | events | seconds to last ack | events/s | vs pg_recvlogical | first event s | confirmed s | peak RSS MiB | PostgreSQL CPU ms | relay CPU ms | harness (broker, watcher) CPU ms | WAL bytes | rows updated | dead tuples after | autovacuums | VACUUM after, ms |\n");
         md.push_str(
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let secs = |s: Option<f64>, none: &str| {
             s.map(|s| format!("{s:.2}")).unwrap_or_else(|| none.into())
@@ -241,7 +245,7 @@ impl Report {
                 format!("{:.0}", r.rate())
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {last_ack} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {last_ack} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.scenario,
                 r.relay,
                 r.broker,
@@ -251,6 +255,8 @@ impl Report {
                 secs(r.confirmed_seconds, not_confirmed),
                 opt(r.peak_rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0))),
                 opt(r.pg_cpu_ms.map(|c| c.to_string())),
+                opt(r.relay_cpu_ms.map(|c| c.to_string())),
+                opt(r.harness_cpu_ms.map(|c| c.to_string())),
                 opt(r.wal_bytes.map(|w| w.to_string())),
                 opt(r.obsolete_rows.map(|d| d.to_string())),
                 opt(r.dead_tuples.map(|d| d.to_string())),

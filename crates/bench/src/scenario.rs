@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use tokio_postgres::Client;
 
 use crate::kafka::{self, Counting, Watcher, LIVE_TOPIC, ORDER_TOPIC};
-use crate::measure::{peak_rss_kib, postgres_cpu_ms};
+use crate::measure::{peak_rss_kib, postgres_cpu_ms, process_cpu_ms};
 use crate::relay::debezium::Debezium;
 use crate::relay::{poll, recvlogical, tailer, RelayKind, Running};
 use crate::report::Row;
@@ -397,6 +397,7 @@ impl Env {
         let dead0 = self.dead_tuples().await?;
         let autovacuums0 = self.autovacuum_count().await?;
         let cpu0 = postgres_cpu_ms(&self.pg.data_dir())?;
+        let harness0 = process_cpu_ms("self");
         let wal0 = self.current_lsn().await?;
         let started = Instant::now();
         let watcher = Watcher::spawn(
@@ -435,6 +436,10 @@ impl Env {
         };
         let rss = peak_rss_kib(running.pid());
         let cpu = postgres_cpu_ms(&self.pg.data_dir())?.saturating_sub(cpu0);
+        let relay_cpu = process_cpu_ms(&running.pid().to_string());
+        let harness_cpu = process_cpu_ms("self")
+            .zip(harness0)
+            .map(|(now, then)| now.saturating_sub(then));
         let wal = self.wal_since(&wal0).await?;
         running.stop()?;
         let (seconds, published) = match (arrivals.all, window) {
@@ -469,6 +474,8 @@ impl Env {
             confirmed_seconds: confirmed.map(|d| d.as_secs_f64()),
             peak_rss_kib: rss,
             pg_cpu_ms: Some(cpu),
+            relay_cpu_ms: relay_cpu,
+            harness_cpu_ms: harness_cpu,
             wal_bytes: Some(wal),
             published,
             obsolete_rows: Some(obsolete),
@@ -533,11 +540,15 @@ async fn live_one(
     let from = kafka::marks(&bootstrap, LIVE_TOPIC, env.counting())?;
 
     let total = rate * seconds;
+    // Where the writers cannot reach the rate, the write phase still ends after `seconds`;
+    // the consumer then waits for what was written.
+    let target = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(total));
+    let written = target.clone();
     // A relay still behind this long after the writes stopped does not keep up with the rate
     // (classic polling, by design): its row says how many events arrived.
     let deadline = Instant::now() + Duration::from_secs(seconds) + grace;
     let consumer = std::thread::spawn(move || {
-        kafka::consume_latencies(&bootstrap, LIVE_TOPIC, &from, total, deadline)
+        kafka::consume_latencies(&bootstrap, LIVE_TOPIC, &from, &target, deadline)
     });
 
     const WRITERS: usize = 4;
@@ -548,7 +559,7 @@ async fn live_one(
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut sent = 0u64;
-    while sent < total {
+    while sent < total && started.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
         let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
         while sent < due {
@@ -572,6 +583,8 @@ async fn live_one(
         }
     }
     let write_secs = started.elapsed().as_secs_f64();
+    written.store(sent, std::sync::atomic::Ordering::Relaxed);
+    let total = sent;
     let (hist, arrived) = consumer
         .join()
         .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??;
