@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kafka::{self, ORDER_TOPIC};
 use crate::relay::{RelayKind, Running};
@@ -14,7 +14,7 @@ use crate::scenario::Env;
 use crate::workload::{self, Backlog};
 use crate::Sizes;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BehaviourRow {
     pub relay: String,
     pub broker: String,
@@ -35,7 +35,7 @@ pub struct BehaviourRow {
     pub idle: Option<IdleLag>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IdleLag {
     pub wal_bytes: i64,
     pub lag_at_end: i64,

@@ -64,13 +64,17 @@ pub struct BenchOptions {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub debezium_scenarios: Vec<ScenarioKind>,
 
+    /// Write results-*.md and the plots again from an earlier run's results JSON, and stop.
+    #[arg(long)]
+    pub render: Option<PathBuf>,
+
     /// Project-local directory for installed tools (Debezium's jars, the compiled runner)
     /// [default: .bench/tools in the workspace, or $OUTBOX_BENCH_TOOLS].
     #[arg(long)]
     pub tools_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum BrokerKind {
     /// librdkafka's in-process mock cluster: isolates the relay's own speed.
     Mock,
@@ -78,7 +82,7 @@ pub enum BrokerKind {
     Tansu,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum ScenarioKind {
     BacklogBatched,
     BacklogSingle,
@@ -89,7 +93,7 @@ pub enum ScenarioKind {
 }
 
 /// Workload sizes.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Sizes {
     pub batched_events: u64,
     pub batch: u64,

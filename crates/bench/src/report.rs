@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::behaviour::BehaviourRow;
 use crate::{BenchOptions, Sizes};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Row {
     pub scenario: String,
     pub relay: String,
@@ -97,7 +97,7 @@ impl Row {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
@@ -128,7 +128,7 @@ impl Machine {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub smoke: bool,
     pub broker: crate::BrokerKind,
@@ -158,7 +158,8 @@ impl Report {
             .rows
             .iter()
             .find(|r| r.scenario == row.scenario && r.relay.starts_with("pg_recvlogical"))?;
-        (row.seconds > 0.0).then(|| base.seconds / row.seconds)
+        // Rates, so a poller stopped after a window compares by what it did in it.
+        (base.rate() > 0.0).then(|| row.rate() / base.rate())
     }
 
     /// The targets, checked against this run's rows.
@@ -344,7 +345,7 @@ impl Report {
 }
 
 /// One of the targets and this run's verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetCheck {
     pub target: String,
     pub measured: Option<String>,

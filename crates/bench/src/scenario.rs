@@ -562,7 +562,8 @@ async fn live_one(
     while sent < total && started.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
         let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-        while sent < due {
+        // Writers that cannot keep up stop at the end of the phase too.
+        while sent < due && started.elapsed() < Duration::from_secs(seconds) {
             let batch: Vec<_> = (0..WRITERS as u64)
                 .take_while(|k| sent + k < due)
                 .map(|k| {

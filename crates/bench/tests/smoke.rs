@@ -13,6 +13,7 @@ async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
         relays: Vec::new(),
         debezium_scenarios: Vec::new(),
         tools_dir: None,
+        render: None,
     };
     let report = outbox_bench::run(&options).await?;
     let throughput: Vec<_> = report
