@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kafka::{self, ORDER_TOPIC};
 use crate::relay::{RelayKind, Running};
@@ -14,7 +14,7 @@ use crate::scenario::Env;
 use crate::workload::{self, Backlog};
 use crate::Sizes;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BehaviourRow {
     pub relay: String,
     pub broker: String,
@@ -29,20 +29,40 @@ pub struct BehaviourRow {
     pub kill_after: u64,
     pub kill_published: u64,
     pub kill_duplicates: u64,
-    /// Idle: WAL written by single-row transactions on `orders` (not published) while the relay
-    /// ran, the slot's lag when the writes stopped and `idle_seconds` later, and when the slot
-    /// caught up (`None`: not within that wait).
-    pub idle_wal_bytes: i64,
-    pub idle_lag_at_end: i64,
-    pub idle_lag_after_wait: i64,
-    pub idle_wait_seconds: u64,
-    pub idle_caught_up_seconds: Option<f64>,
+    /// Idle (relays with a slot): WAL written by transactions on `orders` (not published) while
+    /// the relay ran, the slot's lag when the writes stopped and `idle_seconds` later, and when
+    /// the slot caught up (`None`: not within that wait).
+    pub idle: Option<IdleLag>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdleLag {
+    pub wal_bytes: i64,
+    pub lag_at_end: i64,
+    pub lag_after_wait: i64,
+    pub wait_seconds: u64,
+    pub caught_up_seconds: Option<f64>,
+}
+
+impl IdleLag {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} B WAL written; lag {} B at the end, {} B {} s later{}",
+            self.wal_bytes,
+            self.lag_at_end,
+            self.lag_after_wait,
+            self.wait_seconds,
+            self.caught_up_seconds
+                .map(|s| format!(" (caught up after {s:.2} s)"))
+                .unwrap_or_default(),
+        )
+    }
 }
 
 impl BehaviourRow {
     pub fn one_line(&self) -> String {
         format!(
-            "behaviour | {} | {}: clean restart {} duplicates of {} events; SIGKILL (after {} in broker) {} duplicates of {}; idle slot lag {} B after {} s{}",
+            "behaviour | {} | {}: clean restart {} duplicates of {} events; SIGKILL (after {} in broker) {} duplicates of {}; idle: {}",
             self.relay,
             self.broker,
             self.restart_duplicates,
@@ -50,18 +70,25 @@ impl BehaviourRow {
             self.kill_after,
             self.kill_duplicates,
             self.kill_events,
-            self.idle_lag_after_wait,
-            self.idle_wait_seconds,
-            self.idle_caught_up_seconds
-                .map(|s| format!(" (caught up after {s:.2} s)"))
-                .unwrap_or_default(),
+            self.idle
+                .as_ref()
+                .map(IdleLag::describe)
+                .unwrap_or_else(|| "no slot".into()),
         )
     }
 }
 
 pub async fn run(env: &Env, sizes: &Sizes) -> anyhow::Result<Vec<BehaviourRow>> {
     let mut rows = Vec::new();
-    for relay in env.tools.relays.clone() {
+    // Classic polling runs the same code as the tuned poller, 10 rows every 2 s: its restarts
+    // would take hours at these sizes and show nothing the tuned poller does not.
+    for relay in env
+        .tools
+        .relays
+        .clone()
+        .into_iter()
+        .filter(|r| *r != RelayKind::PollClassic)
+    {
         let mut row = BehaviourRow {
             relay: relay.label(),
             broker: env.broker_name().into(),
@@ -69,7 +96,9 @@ pub async fn run(env: &Env, sizes: &Sizes) -> anyhow::Result<Vec<BehaviourRow>> 
         };
         clean_restart(env, relay, sizes.restart_events, &mut row).await?;
         sigkill(env, relay, sizes.restart_events, &mut row).await?;
-        idle(env, relay, sizes.idle_seconds, &mut row).await?;
+        if relay.slot().is_some() {
+            row.idle = Some(idle(env, relay, sizes.idle_seconds).await?);
+        }
         rows.push(row);
     }
     Ok(rows)
@@ -101,7 +130,7 @@ async fn wait_distinct(
     .await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base)?;
+        let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base, env.counting())?;
         if ids.iter().collect::<HashSet<_>>().len() as u64 >= n {
             return Ok(());
         }
@@ -117,7 +146,7 @@ async fn wait_distinct(
 
 /// (records, duplicates) since `base`.
 fn count(env: &Env, base: &kafka::Marks) -> anyhow::Result<(u64, u64)> {
-    let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base)?;
+    let ids = kafka::ids_since(&env.bootstrap(), ORDER_TOPIC, base, env.counting())?;
     let distinct = ids.iter().collect::<HashSet<_>>().len();
     Ok((ids.len() as u64, (ids.len() - distinct) as u64))
 }
@@ -128,8 +157,8 @@ async fn clean_restart(
     events: u64,
     row: &mut BehaviourRow,
 ) -> anyhow::Result<()> {
-    env.skip_to_now(relay.slot()).await?;
-    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC)?;
+    env.skip_to_now(relay).await?;
+    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC, env.counting())?;
     workload::write_backlog(&env.client, half(events)).await?;
     let mut running = env.start_relay(relay)?;
     wait_distinct(env, relay, &mut running, &base, events / 2).await?;
@@ -151,8 +180,8 @@ async fn sigkill(
     events: u64,
     row: &mut BehaviourRow,
 ) -> anyhow::Result<()> {
-    env.skip_to_now(relay.slot()).await?;
-    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC)?;
+    env.skip_to_now(relay).await?;
+    let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC, env.counting())?;
     workload::write_backlog(
         &env.client,
         Backlog::Batched {
@@ -172,7 +201,11 @@ async fn sigkill(
     )
     .await?;
     running.kill()?;
-    let after = kafka::total(&kafka::marks(&env.bootstrap(), ORDER_TOPIC)?) - kafka::total(&base);
+    let after = kafka::total(&kafka::marks(
+        &env.bootstrap(),
+        ORDER_TOPIC,
+        env.counting(),
+    )?) - kafka::total(&base);
     let mut running = env.start_relay(relay)?;
     wait_distinct(env, relay, &mut running, &base, events).await?;
     running.stop()?;
@@ -184,13 +217,9 @@ async fn sigkill(
     Ok(())
 }
 
-async fn idle(
-    env: &Env,
-    relay: RelayKind,
-    seconds: u64,
-    row: &mut BehaviourRow,
-) -> anyhow::Result<()> {
-    env.skip_to_now(relay.slot()).await?;
+async fn idle(env: &Env, relay: RelayKind, seconds: u64) -> anyhow::Result<IdleLag> {
+    let slot = relay.slot().unwrap_or_default();
+    env.skip_to_now(relay).await?;
     let mut running = env.start_relay(relay)?;
     env.wait_active(relay, &mut running).await?;
     let lsn0 = env.current_lsn().await?;
@@ -203,7 +232,7 @@ async fn idle(
             .await?;
     }
     let end = env.current_lsn().await?;
-    row.idle_wal_bytes = env
+    let wal_bytes = env
         .client
         .query_one(
             "SELECT ($1::text::pg_lsn - $2::text::pg_lsn)::bigint",
@@ -211,21 +240,26 @@ async fn idle(
         )
         .await?
         .get(0);
-    row.idle_lag_at_end = env.slot_lag(relay.slot()).await?;
-    row.idle_wait_seconds = seconds;
-    row.idle_caught_up_seconds = env
+    let lag_at_end = env.slot_lag(slot).await?;
+    let caught_up_seconds = env
         .wait_confirmed(relay, &mut running, &end, Duration::from_secs(seconds))
         .await?
         .map(|d| d.as_secs_f64());
-    row.idle_lag_after_wait = env
+    let lag_after_wait = env
         .client
         .query_one(
             "SELECT ($1::text::pg_lsn - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $2",
-            &[&end, &relay.slot()],
+            &[&end, &slot],
         )
         .await?
         .get::<_, i64>(0)
         .max(0);
     running.stop()?;
-    Ok(())
+    Ok(IdleLag {
+        wal_bytes,
+        lag_at_end,
+        lag_after_wait,
+        wait_seconds: seconds,
+        caught_up_seconds,
+    })
 }

@@ -1,11 +1,11 @@
 //! The benchmark harness: starts its own PostgreSQL and broker through the testkit, writes the
 //! same workloads for every relay, and measures them side by side in one run.
 //!
-//! Relays measured so far, each its own process (so its memory is its own): the tailer,
-//! Debezium 3.6.3 (embedded engine with the Outbox Event Router and a KafkaProducer; installed
-//! by the harness, see `relay::debezium`) with its defaults and with one tuned setting, and
-//! `pg_recvlogical` draining to /dev/null (the walsender's own limit on this machine). The
-//! polling relay joins when `outbox-tailer poll` exists.
+//! Relays, each its own process (so its memory is its own): the tailer, the polling relay
+//! (`outbox-tailer poll`) with the classic defaults and with a tuned setting, Debezium 3.6.3
+//! (opt-in: embedded engine with the Outbox Event Router and a KafkaProducer; installed by the
+//! harness, see `relay::debezium`) with its defaults and with one tuned setting, and
+//! `pg_recvlogical` draining to /dev/null (the walsender's own limit on this machine).
 //!
 //! Scenarios: backlog drain (events in 100-event transactions, and single-event transactions,
 //! written while the relays are stopped; time to first event, to last event acked, to the slot
@@ -16,6 +16,7 @@
 pub mod behaviour;
 pub mod kafka;
 pub mod measure;
+pub mod plots;
 pub mod relay;
 pub mod report;
 pub mod scenario;
@@ -52,7 +53,8 @@ pub struct BenchOptions {
     #[arg(long)]
     pub tailer_bin: Option<PathBuf>,
 
-    /// Relays to measure besides pg_recvlogical [default: tailer]. The Debezium relays
+    /// Relays to measure besides pg_recvlogical [default: tailer,poll-classic,poll-tuned].
+    /// The Debezium relays
     /// (`debezium`, `debezium-tuned`) are opt-in until they publish through the mock cluster:
     /// see `relay::debezium`.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -62,13 +64,17 @@ pub struct BenchOptions {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub debezium_scenarios: Vec<ScenarioKind>,
 
+    /// Write results-*.md and the plots again from an earlier run's results JSON, and stop.
+    #[arg(long)]
+    pub render: Option<PathBuf>,
+
     /// Project-local directory for installed tools (Debezium's jars, the compiled runner)
     /// [default: .bench/tools in the workspace, or $OUTBOX_BENCH_TOOLS].
     #[arg(long)]
     pub tools_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum BrokerKind {
     /// librdkafka's in-process mock cluster: isolates the relay's own speed.
     Mock,
@@ -76,7 +82,7 @@ pub enum BrokerKind {
     Tansu,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum ScenarioKind {
     BacklogBatched,
     BacklogSingle,
@@ -87,7 +93,7 @@ pub enum ScenarioKind {
 }
 
 /// Workload sizes.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Sizes {
     pub batched_events: u64,
     pub batch: u64,
@@ -99,6 +105,11 @@ pub struct Sizes {
     pub restart_events: u64,
     /// Behaviour: seconds of writes to an unpublished table, and seconds of waiting after.
     pub idle_seconds: u64,
+    /// Classic polling's drains stop after this many seconds (it publishes 5 events/s).
+    pub poll_window_seconds: u64,
+    /// Live: seconds after the writes within which every event must have arrived; a relay
+    /// still behind then does not keep up with the rate.
+    pub live_grace_seconds: u64,
 }
 
 impl Sizes {
@@ -113,6 +124,8 @@ impl Sizes {
                 huge_events: 5_000,
                 restart_events: 2_000,
                 idle_seconds: 2,
+                poll_window_seconds: 3,
+                live_grace_seconds: 3,
             }
         } else {
             Sizes {
@@ -124,6 +137,8 @@ impl Sizes {
                 huge_events: 1_000_000,
                 restart_events: 100_000,
                 idle_seconds: 10,
+                poll_window_seconds: 30,
+                live_grace_seconds: 15,
             }
         }
     }
@@ -131,14 +146,14 @@ impl Sizes {
 
 /// Run every requested scenario and collect the results.
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
-    // Known gap: "all events in the broker" is judged by high watermarks, which never reach
-    // the expected count on tansu; until that check counts consumed records there, refuse
-    // rather than hang.
-    anyhow::ensure!(
-        options.broker != BrokerKind::Tansu,
-        "--broker tansu is not supported yet: the harness's high-watermark check does not \
-         complete on tansu (see the benchmark issue); use --broker mock"
-    );
+    let mut report = None;
+    run_into(options, &mut report).await?;
+    report.ok_or_else(|| anyhow::anyhow!("no report"))
+}
+
+/// Like `run`, and the results so far are written to `--out` after every scenario, so a run
+/// that fails late keeps what it measured.
+pub async fn run_into(options: &BenchOptions, out: &mut Option<Report>) -> anyhow::Result<()> {
     let sizes = Sizes::for_options(options);
     let tailer_bin = match &options.tailer_bin {
         Some(p) => p.clone(),
@@ -165,7 +180,11 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         options.scenarios.clone()
     };
     let relays: Vec<RelayKind> = if options.relays.is_empty() {
-        vec![RelayKind::Tailer]
+        vec![
+            RelayKind::Tailer,
+            RelayKind::PollClassic,
+            RelayKind::PollTuned,
+        ]
     } else {
         options.relays.clone()
     };
@@ -203,6 +222,8 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
                 .copied()
                 .filter(|r| !r.is_debezium() || debezium_in(kind))
                 .collect(),
+            poll_window: std::time::Duration::from_secs(sizes.poll_window_seconds),
+            live_grace: std::time::Duration::from_secs(sizes.live_grace_seconds),
         };
         let env = scenario::Env::start(options.broker, &tools).await?;
         let rows = match kind {
@@ -245,6 +266,16 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             eprintln!("{}", row.one_line());
         }
         report.rows.extend(rows);
+        report.targets = report.check_targets();
+        if let Some(dir) = &options.out {
+            report.write(dir)?;
+        }
+        *out = Some(report.clone());
     }
-    Ok(report)
+    report.targets = report.check_targets();
+    for check in &report.targets {
+        eprintln!("{}", check.one_line());
+    }
+    *out = Some(report);
+    Ok(())
 }

@@ -41,6 +41,15 @@ pub fn postgres_cpu_ms(data_dir: &Path) -> anyhow::Result<u64> {
     Ok(total * 1000 / ticks_per_sec)
 }
 
+/// User+system CPU time of one process, in milliseconds (`self` for the harness itself).
+pub fn process_cpu_ms(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10) // Linux USER_HZ = 100
+}
+
 /// Peak resident set size of a process (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::behaviour::BehaviourRow;
 use crate::{BenchOptions, Sizes};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Row {
     pub scenario: String,
     pub relay: String,
@@ -23,18 +23,48 @@ pub struct Row {
     pub confirmed_seconds: Option<f64>,
     pub peak_rss_kib: Option<u64>,
     pub pg_cpu_ms: Option<u64>,
+    /// CPU time of the relay's process during the drain.
+    pub relay_cpu_ms: Option<u64>,
+    /// CPU time of the harness during the drain: the mock cluster (in-process) and the watcher.
+    pub harness_cpu_ms: Option<u64>,
     pub wal_bytes: Option<i64>,
     /// p50, p99, max in milliseconds (commit to consume).
     pub latency_ms: Option<[f64; 3]>,
+    /// Records the relay published when it did not publish all `events`: drains stopped after
+    /// a bounded window (`seconds` is then the window), live runs where the relay fell behind
+    /// (latency is then that of the events that arrived).
+    pub published: Option<u64>,
+    /// Outbox rows the relay updated (marked published): each leaves a dead row version for
+    /// vacuum, whether or not page pruning already shrank it.
+    pub obsolete_rows: Option<i64>,
+    /// Dead tuples in the outbox table after the relay ran (`pgstattuple`; page pruning during
+    /// the relay's own scans removes some before vacuum).
+    pub dead_tuples: Option<i64>,
+    /// Autovacuum runs on the outbox table while the relay ran.
+    pub autovacuums: Option<i64>,
+    /// A manual `VACUUM outbox` after the relay ran: the vacuum work it left behind.
+    pub vacuum_ms: Option<f64>,
 }
 
 impl Row {
     pub fn rate(&self) -> f64 {
         if self.seconds > 0.0 {
-            self.events as f64 / self.seconds
+            self.published.unwrap_or(self.events) as f64 / self.seconds
         } else {
             0.0
         }
+    }
+
+    /// A drain stopped after a bounded window: the time all `events` would take at the
+    /// measured rate (an extrapolation, not a measurement).
+    pub fn extrapolated_seconds(&self) -> Option<f64> {
+        let rate = self.rate();
+        (self.published.is_some() && self.latency_ms.is_none() && rate > 0.0)
+            .then(|| self.events as f64 / rate)
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.latency_ms.is_some()
     }
 
     pub fn one_line(&self) -> String {
@@ -43,19 +73,31 @@ impl Row {
                 "{} | {} | {}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
                 self.scenario, self.relay, self.broker
             ),
-            None => format!(
-                "{} | {} | {}: {:.2} s, {:.0} events/s",
-                self.scenario,
-                self.relay,
-                self.broker,
-                self.seconds,
-                self.rate()
-            ),
+            None => match self.published {
+                Some(n) => format!(
+                    "{} | {} | {}: {n} events in a {:.0} s window, {:.1} events/s (all {} would take ~{:.0} s, extrapolated)",
+                    self.scenario,
+                    self.relay,
+                    self.broker,
+                    self.seconds,
+                    self.rate(),
+                    self.events,
+                    self.extrapolated_seconds().unwrap_or_default()
+                ),
+                None => format!(
+                    "{} | {} | {}: {:.2} s, {:.0} events/s",
+                    self.scenario,
+                    self.relay,
+                    self.broker,
+                    self.seconds,
+                    self.rate()
+                ),
+            },
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
@@ -86,7 +128,7 @@ impl Machine {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub smoke: bool,
     pub broker: crate::BrokerKind,
@@ -94,6 +136,7 @@ pub struct Report {
     pub sizes: Sizes,
     pub rows: Vec<Row>,
     pub behaviour: Vec<BehaviourRow>,
+    pub targets: Vec<TargetCheck>,
 }
 
 impl Report {
@@ -105,6 +148,7 @@ impl Report {
             sizes: sizes.clone(),
             rows: Vec::new(),
             behaviour: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
@@ -114,7 +158,50 @@ impl Report {
             .rows
             .iter()
             .find(|r| r.scenario == row.scenario && r.relay.starts_with("pg_recvlogical"))?;
-        (row.seconds > 0.0).then(|| base.seconds / row.seconds)
+        // Rates, so a poller stopped after a window compares by what it did in it.
+        (base.rate() > 0.0).then(|| row.rate() / base.rate())
+    }
+
+    /// The targets, checked against this run's rows.
+    pub fn check_targets(&self) -> Vec<TargetCheck> {
+        let mock = self.broker == crate::BrokerKind::Mock;
+        let tailer = |scenario: &dyn Fn(&str) -> bool| {
+            self.rows
+                .iter()
+                .find(|r| r.relay == "outbox-tailer" && scenario(&r.scenario))
+        };
+        let mut checks = Vec::new();
+        for (prefix, what) in [
+            ("backlog: ", "100-event transactions"),
+            ("backlog: ", "single-event transactions"),
+        ] {
+            let row = tailer(&|s: &str| s.starts_with(prefix) && s.contains(what));
+            let ratio = row.and_then(|r| self.ratio(r));
+            checks.push(TargetCheck {
+                target: format!(
+                    "backlog drain ({what}) >= 90% of pg_recvlogical's rate, mock cluster"
+                ),
+                measured: ratio.map(|x| format!("{:.0}%", x * 100.0)),
+                met: ratio.filter(|_| mock).map(|x| x >= 0.9),
+            });
+        }
+        let live = tailer(&|s: &str| s.starts_with("live: 10000 events/s"));
+        let p99 = live.and_then(|r| r.latency_ms.map(|l| l[1]));
+        checks.push(TargetCheck {
+            target: "live p99 commit-to-consume <= 10 ms at 10,000 events/s, mock cluster".into(),
+            measured: p99.map(|p| format!("{p:.1} ms")),
+            met: p99
+                .filter(|_| mock && live.is_some_and(|r| r.published.is_none()))
+                .map(|p| p <= 10.0),
+        });
+        let huge = tailer(&|s: &str| s.starts_with("one transaction"));
+        let rss = huge.and_then(|r| r.peak_rss_kib);
+        checks.push(TargetCheck {
+            target: "one huge transaction: tailer peak RSS <= 64 MiB".into(),
+            measured: rss.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            met: rss.map(|k| k <= 64 * 1024),
+        });
+        checks
     }
 
     pub fn markdown(&self) -> String {
@@ -130,52 +217,68 @@ impl Report {
                 ""
             }
         );
-        md.push_str("| scenario | relay | broker | events | seconds to last ack | events/s | vs pg_recvlogical | first event s | confirmed s | peak RSS MiB | PostgreSQL CPU ms | WAL bytes |\n");
-        md.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        md.push_str("| scenario | relay | broker | events | seconds to last ack | events/s | vs pg_recvlogical | first event s | confirmed s | peak RSS MiB | PostgreSQL CPU ms | relay CPU ms | harness (broker, watcher) CPU ms | WAL bytes | rows updated | dead tuples after | autovacuums | VACUUM after, ms |\n");
+        md.push_str(
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
         let secs = |s: Option<f64>, none: &str| {
             s.map(|s| format!("{s:.2}")).unwrap_or_else(|| none.into())
         };
-        for r in self.rows.iter().filter(|r| r.latency_ms.is_none()) {
-            let not_confirmed = if r.relay.starts_with("pg_recvlogical") {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "–".into());
+        for r in self.rows.iter().filter(|r| !r.is_live()) {
+            let not_confirmed = if r.relay.starts_with("pg_recvlogical") || r.published.is_some() {
                 "–"
+            } else if r.relay.starts_with("polling") {
+                "no slot"
             } else {
                 "> 120 after last ack"
             };
+            let last_ack = match (r.published, r.extrapolated_seconds()) {
+                (Some(n), Some(x)) => format!(
+                    "not drained: {n} in a {:.0} s window; all: ~{x:.0} (extrapolated)",
+                    r.seconds
+                ),
+                _ => format!("{:.2}", r.seconds),
+            };
+            let rate = if r.published.is_some() {
+                format!("{:.1}", r.rate())
+            } else {
+                format!("{:.0}", r.rate())
+            };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {last_ack} | {rate} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.scenario,
                 r.relay,
                 r.broker,
                 r.events,
-                r.seconds,
-                r.rate(),
-                self.ratio(r)
-                    .map(|x| format!("{:.0}%", x * 100.0))
-                    .unwrap_or_else(|| "–".into()),
+                opt(self.ratio(r).map(|x| format!("{:.0}%", x * 100.0))),
                 secs(r.first_event_seconds, "–"),
                 secs(r.confirmed_seconds, not_confirmed),
-                r.peak_rss_kib
-                    .map(|k| format!("{:.1}", k as f64 / 1024.0))
-                    .unwrap_or_else(|| "–".into()),
-                r.pg_cpu_ms
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "–".into()),
-                r.wal_bytes
-                    .map(|w| w.to_string())
-                    .unwrap_or_else(|| "–".into()),
+                opt(r.peak_rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0))),
+                opt(r.pg_cpu_ms.map(|c| c.to_string())),
+                opt(r.relay_cpu_ms.map(|c| c.to_string())),
+                opt(r.harness_cpu_ms.map(|c| c.to_string())),
+                opt(r.wal_bytes.map(|w| w.to_string())),
+                opt(r.obsolete_rows.map(|d| d.to_string())),
+                opt(r.dead_tuples.map(|d| d.to_string())),
+                opt(r.autovacuums.map(|d| d.to_string())),
+                opt(r.vacuum_ms.map(|v| format!("{v:.0}"))),
             ));
         }
-        let live: Vec<&Row> = self
-            .rows
-            .iter()
-            .filter(|r| r.latency_ms.is_some())
-            .collect();
+        let live: Vec<&Row> = self.rows.iter().filter(|r| r.is_live()).collect();
         if !live.is_empty() {
-            md.push_str("\n| live scenario | relay | broker | p50 ms | p99 ms | max ms |\n|---|---|---|---:|---:|---:|\n");
+            md.push_str("\n| live scenario | relay | broker | delivered | p50 ms | p99 ms | max ms |\n|---|---|---|---|---:|---:|---:|\n");
             for r in live {
                 let [p50, p99, max] = r.latency_ms.unwrap_or_default();
+                let delivered = match r.published {
+                    Some(n) => format!(
+                        "{n} of {}: fell behind (latency of those delivered)",
+                        r.events
+                    ),
+                    None => format!("all {}", r.events),
+                };
                 md.push_str(&format!(
-                    "| {} | {} | {} | {p50:.1} | {p99:.1} | {max:.1} |\n",
+                    "| {} | {} | {} | {delivered} | {p50:.1} | {p99:.1} | {max:.1} |\n",
                     r.scenario, r.relay, r.broker
                 ));
             }
@@ -184,7 +287,7 @@ impl Report {
             md.push_str("\n| behaviour | relay | broker | duplicates after clean restart | duplicates after SIGKILL | slot lag, unpublished writes only |\n|---|---|---|---:|---:|---|\n");
             for b in &self.behaviour {
                 md.push_str(&format!(
-                    "| restart, kill, idle | {} | {} | {} of {} events | {} of {} events (killed with {} in the broker) | {} B WAL written; lag {} B at the end, {} B {} s later{} |\n",
+                    "| restart, kill, idle | {} | {} | {} of {} events | {} of {} events (killed with {} in the broker) | {} |\n",
                     b.relay,
                     b.broker,
                     b.restart_duplicates,
@@ -192,27 +295,79 @@ impl Report {
                     b.kill_duplicates,
                     b.kill_events,
                     b.kill_after,
-                    b.idle_wal_bytes,
-                    b.idle_lag_at_end,
-                    b.idle_lag_after_wait,
-                    b.idle_wait_seconds,
-                    b.idle_caught_up_seconds
-                        .map(|s| format!(" (caught up after {s:.2} s)"))
-                        .unwrap_or_default(),
+                    b.idle
+                        .as_ref()
+                        .map(|i| i.describe())
+                        .unwrap_or_else(|| "no slot".into()),
                 ));
             }
+        }
+        md.push_str("\n| target | measured | met |\n|---|---:|---|\n");
+        for t in self.check_targets() {
+            md.push_str(&format!(
+                "| {} | {} | {} |\n",
+                t.target,
+                t.measured.as_deref().unwrap_or("not measured"),
+                t.verdict()
+            ));
         }
         md
     }
 
-    /// `results.json` and `results.md` in `dir`.
+    pub fn broker_label(&self) -> &'static str {
+        match self.broker {
+            crate::BrokerKind::Mock => "librdkafka mock cluster",
+            crate::BrokerKind::Tansu => "tansu",
+        }
+    }
+
+    /// The file names of this run's results: `results-<broker>[-smoke]`.
+    pub fn stem(&self) -> String {
+        let broker = match self.broker {
+            crate::BrokerKind::Mock => "mock",
+            crate::BrokerKind::Tansu => "tansu",
+        };
+        format!("{broker}{}", if self.smoke { "-smoke" } else { "" })
+    }
+
+    /// `results-<stem>.json`, `results-<stem>.md` and the plots in `dir`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
+        let stem = self.stem();
         std::fs::write(
-            dir.join("results.json"),
+            dir.join(format!("results-{stem}.json")),
             serde_json::to_string_pretty(self)?,
         )?;
-        std::fs::write(dir.join("results.md"), self.markdown())?;
+        std::fs::write(dir.join(format!("results-{stem}.md")), self.markdown())?;
+        crate::plots::write(self, dir)?;
         Ok(())
+    }
+}
+
+/// One of the targets and this run's verdict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetCheck {
+    pub target: String,
+    pub measured: Option<String>,
+    /// `None`: not applicable to this run (another broker, a relay that fell behind).
+    pub met: Option<bool>,
+}
+
+impl TargetCheck {
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            Some(true) => "yes",
+            Some(false) => "MISSED",
+            None => "n/a in this run",
+        }
+    }
+
+    pub fn one_line(&self) -> String {
+        format!(
+            "target | {}: {} ({})",
+            self.target,
+            self.measured.as_deref().unwrap_or("not measured"),
+            self.verdict()
+        )
     }
 }

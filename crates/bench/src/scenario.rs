@@ -8,10 +8,10 @@ use outbox_testkit::{MockKafka, PgCluster, TansuBroker, TestDb};
 use tempfile::TempDir;
 use tokio_postgres::Client;
 
-use crate::kafka::{self, Watcher, LIVE_TOPIC, ORDER_TOPIC};
-use crate::measure::{peak_rss_kib, postgres_cpu_ms};
+use crate::kafka::{self, Counting, Watcher, LIVE_TOPIC, ORDER_TOPIC};
+use crate::measure::{peak_rss_kib, postgres_cpu_ms, process_cpu_ms};
 use crate::relay::debezium::Debezium;
-use crate::relay::{recvlogical, tailer, RelayKind, Running};
+use crate::relay::{poll, recvlogical, tailer, RelayKind, Running};
 use crate::report::Row;
 use crate::workload::{self, Backlog};
 use crate::BrokerKind;
@@ -22,6 +22,11 @@ pub struct Tools {
     pub tailer_bin: PathBuf,
     pub debezium: Option<Debezium>,
     pub relays: Vec<RelayKind>,
+    /// Classic polling drains a few events a second by design: its drains stop after this
+    /// window and report the rate (and the extrapolated drain time).
+    pub poll_window: Duration,
+    /// How long after a live run's writes its events may still arrive.
+    pub live_grace: Duration,
 }
 
 #[allow(dead_code)] // held for their Drop: the services live as long as the scenario
@@ -48,8 +53,9 @@ impl Env {
         let pg = PgCluster::start().await?;
         let db = pg.create_database().await?;
         let client = db.connect().await?;
-        client.batch_execute(workload::SCHEMA).await?;
-        let slots = std::iter::once(recvlogical::SLOT).chain(tools.relays.iter().map(|r| r.slot()));
+        workload::create_schema(&client).await?;
+        let slots =
+            std::iter::once(recvlogical::SLOT).chain(tools.relays.iter().filter_map(|r| r.slot()));
         for slot in slots {
             client
                 .execute(
@@ -104,7 +110,14 @@ impl Env {
                 &self.tools.tailer_bin,
                 &self.db.conn_str(),
                 &self.bootstrap(),
-                relay.slot(),
+                relay.slot().unwrap_or_default(),
+                self.kind,
+            ),
+            RelayKind::PollClassic | RelayKind::PollTuned => poll::start(
+                &self.tools.tailer_bin,
+                relay,
+                &self.db.conn_str(),
+                &self.bootstrap(),
                 self.kind,
             ),
             RelayKind::Debezium | RelayKind::DebeziumTuned => {
@@ -168,14 +181,59 @@ impl Env {
             .get(0))
     }
 
-    /// Move the slot to now, so the relay starts without a backlog of earlier relays' events.
-    pub(crate) async fn skip_to_now(&self, slot: &str) -> anyhow::Result<()> {
-        self.client
-            .execute(
-                "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())",
-                &[&slot],
+    /// Start the relay without a backlog of earlier relays' events: move its slot to now, or
+    /// for a poller empty the table (`TRUNCATE` is not published, so slots do not see it).
+    pub(crate) async fn skip_to_now(&self, relay: RelayKind) -> anyhow::Result<()> {
+        match relay.slot() {
+            Some(slot) => {
+                self.client
+                    .execute(
+                        "SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())",
+                        &[&slot],
+                    )
+                    .await?;
+            }
+            None => self.client.batch_execute("TRUNCATE outbox").await?,
+        }
+        Ok(())
+    }
+
+    /// How counting records works on this broker.
+    pub(crate) fn counting(&self) -> Counting {
+        match self.kind {
+            BrokerKind::Mock => Counting::Watermarks,
+            BrokerKind::Tansu => Counting::Consume,
+        }
+    }
+
+    /// Dead tuples in the outbox table, counted by a scan (`pgstattuple`).
+    async fn dead_tuples(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .client
+            .query_one("SELECT dead_tuple_count FROM pgstattuple('outbox')", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn autovacuum_count(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'",
+                &[],
             )
+            .await?
+            .get(0))
+    }
+
+    /// The rows of the backlog unpublished again and the table vacuumed, so every poller starts
+    /// from the same table a fresh backlog leaves.
+    async fn unpublish_all(&self) -> anyhow::Result<()> {
+        self.client
+            .batch_execute("UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL")
             .await?;
+        // VACUUM cannot share a batch (an implicit transaction) with another statement.
+        self.client.batch_execute("VACUUM outbox").await?;
         Ok(())
     }
 
@@ -188,6 +246,9 @@ impl Env {
         end: &str,
         within: Duration,
     ) -> anyhow::Result<Option<Duration>> {
+        let Some(slot) = relay.slot() else {
+            return Ok(None);
+        };
         let started = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         loop {
@@ -195,7 +256,7 @@ impl Env {
                 .client
                 .query_one(
                     "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&relay.slot(), &end],
+                    &[&slot, &end],
                 )
                 .await?
                 .get(0);
@@ -210,12 +271,16 @@ impl Env {
         }
     }
 
-    /// Poll until the relay's slot is in use (the relay is streaming).
+    /// Poll until the relay's slot is in use (the relay is streaming). Pollers have no slot:
+    /// their first event shows they run.
     pub(crate) async fn wait_active(
         &self,
         relay: RelayKind,
         running: &mut Running,
     ) -> anyhow::Result<()> {
+        let Some(slot) = relay.slot() else {
+            return self.ensure_alive(relay, running);
+        };
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         loop {
@@ -223,7 +288,7 @@ impl Env {
                 .client
                 .query_one(
                     "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&relay.slot()],
+                    &[&slot],
                 )
                 .await?
                 .get(0);
@@ -260,7 +325,14 @@ impl Env {
         n: u64,
         within: Duration,
     ) -> anyhow::Result<()> {
-        let watcher = Watcher::spawn(&self.bootstrap(), topic, base, n, Instant::now());
+        let watcher = Watcher::spawn(
+            &self.bootstrap(),
+            topic,
+            base,
+            n,
+            Instant::now(),
+            self.counting(),
+        );
         let deadline = Instant::now() + within;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         while !watcher.is_finished() {
@@ -308,7 +380,8 @@ impl Env {
     }
 
     /// Time from the relay's start until its first event and its last event are in the broker
-    /// (acked), and until its slot confirmed `end`.
+    /// (acked), and until its slot confirmed `end`; for a poller, the dead tuples and vacuum
+    /// work it left. Classic polling stops after `Tools::poll_window`.
     async fn drain_one(
         &self,
         relay: RelayKind,
@@ -316,15 +389,32 @@ impl Env {
         events: u64,
         end: &str,
     ) -> anyhow::Result<Row> {
-        let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC)?;
+        if relay.is_polling() {
+            self.unpublish_all().await?;
+        }
+        let window = (relay == RelayKind::PollClassic).then_some(self.tools.poll_window);
+        let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC, self.counting())?;
+        let dead0 = self.dead_tuples().await?;
+        let autovacuums0 = self.autovacuum_count().await?;
         let cpu0 = postgres_cpu_ms(&self.pg.data_dir())?;
+        let harness0 = process_cpu_ms("self");
         let wal0 = self.current_lsn().await?;
         let started = Instant::now();
-        let watcher = Watcher::spawn(&self.bootstrap(), ORDER_TOPIC, &base, events, started);
+        let watcher = Watcher::spawn(
+            &self.bootstrap(),
+            ORDER_TOPIC,
+            &base,
+            events,
+            started,
+            self.counting(),
+        );
         let mut running = self.start_relay(relay)?;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         while !watcher.is_finished() {
             self.ensure_alive(relay, &mut running)?;
+            if window.is_some_and(|w| started.elapsed() >= w) {
+                break;
+            }
             anyhow::ensure!(
                 started.elapsed() < Duration::from_secs(1800),
                 "{} did not drain within 30 min",
@@ -332,30 +422,66 @@ impl Env {
             );
             tick.tick().await;
         }
+        let window_end = started.elapsed();
+        let seen = watcher.seen();
         let arrivals = watcher.join()?;
         // Debezium with its default offset flush interval (1 min) confirms late; wait for
         // that, but not forever.
-        let confirmed = self
-            .wait_confirmed(relay, &mut running, end, Duration::from_secs(120))
-            .await?
-            .map(|_| started.elapsed());
+        let confirmed = match arrivals.all {
+            Some(_) => self
+                .wait_confirmed(relay, &mut running, end, Duration::from_secs(120))
+                .await?
+                .map(|_| started.elapsed()),
+            None => None,
+        };
         let rss = peak_rss_kib(running.pid());
         let cpu = postgres_cpu_ms(&self.pg.data_dir())?.saturating_sub(cpu0);
+        let relay_cpu = process_cpu_ms(&running.pid().to_string());
+        let harness_cpu = process_cpu_ms("self")
+            .zip(harness0)
+            .map(|(now, then)| now.saturating_sub(then));
+        let wal = self.wal_since(&wal0).await?;
         running.stop()?;
-        let all = arrivals
-            .all
-            .ok_or_else(|| anyhow::anyhow!("{} did not publish everything", relay.label()))?;
+        let (seconds, published) = match (arrivals.all, window) {
+            (Some(all), _) => (all, None),
+            (None, Some(_)) => (window_end, Some(seen)),
+            (None, None) => anyhow::bail!("{} did not publish everything", relay.label()),
+        };
+        let dead = self.dead_tuples().await? - dead0;
+        let obsolete: i64 = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        let autovacuums = self.autovacuum_count().await? - autovacuums0;
+        let vacuum_ms = if relay.is_polling() {
+            let t = Instant::now();
+            self.client.batch_execute("VACUUM outbox").await?;
+            Some(t.elapsed().as_secs_f64() * 1000.0)
+        } else {
+            None
+        };
         Ok(Row {
             scenario: scenario.to_owned(),
             relay: relay.label(),
             broker: self.broker_name().into(),
             events,
-            seconds: all.as_secs_f64(),
+            seconds: seconds.as_secs_f64(),
             first_event_seconds: arrivals.first.map(|d| d.as_secs_f64()),
             confirmed_seconds: confirmed.map(|d| d.as_secs_f64()),
             peak_rss_kib: rss,
             pg_cpu_ms: Some(cpu),
-            wal_bytes: Some(self.wal_since(&wal0).await?),
+            relay_cpu_ms: relay_cpu,
+            harness_cpu_ms: harness_cpu,
+            wal_bytes: Some(wal),
+            published,
+            obsolete_rows: Some(obsolete),
+            dead_tuples: Some(dead),
+            autovacuums: Some(autovacuums),
+            vacuum_ms,
             latency_ms: None,
         })
     }
@@ -382,17 +508,23 @@ pub async fn huge(env: &Env, events: u64) -> anyhow::Result<Vec<Row>> {
 pub async fn live(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for relay in env.tools.relays.clone() {
-        rows.push(live_one(env, relay, rate, seconds).await?);
+        rows.push(live_one(env, relay, rate, seconds, env.tools.live_grace).await?);
     }
     Ok(rows)
 }
 
-async fn live_one(env: &Env, relay: RelayKind, rate: u64, seconds: u64) -> anyhow::Result<Row> {
-    env.skip_to_now(relay.slot()).await?;
+async fn live_one(
+    env: &Env,
+    relay: RelayKind,
+    rate: u64,
+    seconds: u64,
+    grace: Duration,
+) -> anyhow::Result<Row> {
+    env.skip_to_now(relay).await?;
     let mut running = env.start_relay(relay)?;
     env.wait_active(relay, &mut running).await?;
     let bootstrap = env.bootstrap();
-    let warm = kafka::marks(&bootstrap, LIVE_TOPIC)?;
+    let warm = kafka::marks(&bootstrap, LIVE_TOPIC, env.counting())?;
     env.client
         .execute(workload::LIVE_INSERT, &[&-1i64, &kafka::now_us()])
         .await?;
@@ -405,17 +537,18 @@ async fn live_one(env: &Env, relay: RelayKind, rate: u64, seconds: u64) -> anyho
         Duration::from_secs(120),
     )
     .await?;
-    let from = kafka::marks(&bootstrap, LIVE_TOPIC)?;
+    let from = kafka::marks(&bootstrap, LIVE_TOPIC, env.counting())?;
 
     let total = rate * seconds;
+    // Where the writers cannot reach the rate, the write phase still ends after `seconds`;
+    // the consumer then waits for what was written.
+    let target = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(total));
+    let written = target.clone();
+    // A relay still behind this long after the writes stopped does not keep up with the rate
+    // (classic polling, by design): its row says how many events arrived.
+    let deadline = Instant::now() + Duration::from_secs(seconds) + grace;
     let consumer = std::thread::spawn(move || {
-        kafka::consume_latencies(
-            &bootstrap,
-            LIVE_TOPIC,
-            &from,
-            total,
-            Duration::from_secs(seconds + 120),
-        )
+        kafka::consume_latencies(&bootstrap, LIVE_TOPIC, &from, &target, deadline)
     });
 
     const WRITERS: usize = 4;
@@ -426,10 +559,11 @@ async fn live_one(env: &Env, relay: RelayKind, rate: u64, seconds: u64) -> anyho
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let mut sent = 0u64;
-    while sent < total {
+    while sent < total && started.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
         let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-        while sent < due {
+        // Writers that cannot keep up stop at the end of the phase too.
+        while sent < due && started.elapsed() < Duration::from_secs(seconds) {
             let batch: Vec<_> = (0..WRITERS as u64)
                 .take_while(|k| sent + k < due)
                 .map(|k| {
@@ -450,7 +584,9 @@ async fn live_one(env: &Env, relay: RelayKind, rate: u64, seconds: u64) -> anyho
         }
     }
     let write_secs = started.elapsed().as_secs_f64();
-    let hist = consumer
+    written.store(sent, std::sync::atomic::Ordering::Relaxed);
+    let total = sent;
+    let (hist, arrived) = consumer
         .join()
         .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??;
     running.stop()?;
@@ -465,6 +601,7 @@ async fn live_one(env: &Env, relay: RelayKind, rate: u64, seconds: u64) -> anyho
         events: total,
         seconds: write_secs,
         latency_ms: Some([ms(0.5), ms(0.99), hist.max() as f64 / 1000.0]),
+        published: (arrived < total).then_some(arrived),
         ..Row::default()
     })
 }

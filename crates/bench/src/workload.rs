@@ -5,12 +5,30 @@
 
 use tokio_postgres::Client;
 
-/// The outbox table of the contract.
-pub const SCHEMA: &str = "CREATE TABLE outbox (
-    id uuid PRIMARY KEY, aggregatetype text NOT NULL, aggregateid text NOT NULL,
-    type text NOT NULL, payload jsonb, headers jsonb, created_at timestamptz NOT NULL DEFAULT now());
-  CREATE TABLE orders (id bigserial PRIMARY KEY, note text);
-  CREATE PUBLICATION bench_pub FOR TABLE outbox WITH (publish = 'insert');";
+/// The outbox table of the contract, as the project's migrations create it (with the polling
+/// relay's `seq` and `published_at`), so every relay reads the same table.
+pub const OUTBOX_MIGRATIONS: [&str; 2] = [
+    include_str!("../../../migrations/0002_outbox.sql"),
+    include_str!("../../../migrations/0003_outbox_polling.sql"),
+];
+
+/// The bench's own unpublished table, the publication, and `pgstattuple` (dead tuples).
+pub const SCHEMA: &str = "CREATE TABLE orders (id bigserial PRIMARY KEY, note text);
+  CREATE PUBLICATION bench_pub FOR TABLE outbox WITH (publish = 'insert');
+  CREATE EXTENSION pgstattuple;";
+
+pub async fn create_schema(client: &Client) -> anyhow::Result<()> {
+    for sql in OUTBOX_MIGRATIONS.iter().chain([&SCHEMA]) {
+        client.batch_execute(sql).await.map_err(|e| {
+            let reason = e.as_db_error().map(|d| d.message().to_owned());
+            anyhow::anyhow!(
+                "creating the bench schema: {e} {}",
+                reason.unwrap_or_default()
+            )
+        })?;
+    }
+    Ok(())
+}
 
 /// A ~300-byte JSON payload like a real event's.
 const PAYLOAD: &str = "jsonb_build_object('i', i, 'order', md5(i::text), 'customer', 'customer-' || (i % 1000), \

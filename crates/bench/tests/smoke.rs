@@ -13,6 +13,7 @@ async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
         relays: Vec::new(),
         debezium_scenarios: Vec::new(),
         tools_dir: None,
+        render: None,
     };
     let report = outbox_bench::run(&options).await?;
     let throughput: Vec<_> = report
@@ -22,8 +23,8 @@ async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
         .collect();
     assert_eq!(
         throughput.len(),
-        6,
-        "3 scenarios x 2 relays: {:#?}",
+        12,
+        "3 scenarios x (pg_recvlogical, tailer, polling classic, polling tuned): {:#?}",
         report.rows
     );
     for r in &throughput {
@@ -36,22 +37,59 @@ async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
             && r.first_event_seconds
                 .is_some_and(|s| s > 0.0 && s <= r.seconds)
             && r.confirmed_seconds.is_some()));
-    assert_eq!(report.behaviour.len(), 1, "{:#?}", report.behaviour);
-    let b = &report.behaviour[0];
-    assert!(
-        b.restart_published >= b.restart_events && b.kill_published >= b.kill_events,
-        "{b:?}"
-    );
-    let live = report
-        .rows
+    // Classic polling (10 rows every 2 s) is stopped after its window, having published some
+    // but not all; the tuned poller drains everything, marking every row (dead versions to
+    // vacuum); the tailer never touches the table.
+    for r in throughput
         .iter()
-        .find(|r| r.latency_ms.is_some())
-        .expect("a live row");
-    let [p50, p99, max] = live.latency_ms.unwrap();
-    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{live:?}");
+        .filter(|r| r.relay.starts_with("polling classic"))
+    {
+        assert!(
+            r.published.is_some_and(|n| n > 0 && n < r.events)
+                && r.extrapolated_seconds().is_some_and(|s| s > r.seconds),
+            "{r:?}"
+        );
+    }
+    for r in throughput.iter().filter(|r| r.relay == "outbox-tailer") {
+        assert_eq!(r.obsolete_rows, Some(0), "{r:?}");
+    }
+    for r in throughput
+        .iter()
+        .filter(|r| r.relay.starts_with("polling tuned"))
+    {
+        assert!(
+            r.published.is_none()
+                && r.obsolete_rows == Some(r.events as i64)
+                && r.vacuum_ms.is_some(),
+            "{r:?}"
+        );
+    }
+    // Classic polling's behaviour is the tuned poller's, at hours per restart: not run.
+    assert_eq!(report.behaviour.len(), 2, "{:#?}", report.behaviour);
+    for b in &report.behaviour {
+        assert!(
+            b.restart_published >= b.restart_events && b.kill_published >= b.kill_events,
+            "{b:?}"
+        );
+        assert_eq!(b.idle.is_some(), b.relay == "outbox-tailer", "{b:?}");
+    }
+    let live: Vec<_> = report.rows.iter().filter(|r| r.is_live()).collect();
+    assert_eq!(live.len(), 3, "{live:#?}");
+    for r in live {
+        let [p50, p99, max] = r.latency_ms.unwrap();
+        assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{r:?}");
+        if !r.relay.starts_with("polling classic") {
+            assert_eq!(r.published, None, "kept up with 200 events/s: {r:?}");
+        }
+    }
+    assert_eq!(report.targets.len(), 4, "{:#?}", report.targets);
     let md = report.markdown();
     assert!(
-        md.contains("vs pg_recvlogical") && md.contains("p99 ms") && md.contains("SIGKILL"),
+        md.contains("vs pg_recvlogical")
+            && md.contains("p99 ms")
+            && md.contains("SIGKILL")
+            && md.contains("extrapolated")
+            && md.contains("| target |"),
         "{md}"
     );
     Ok(())

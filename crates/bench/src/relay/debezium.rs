@@ -115,7 +115,7 @@ impl Debezium {
             ("database.hostname".into(), "127.0.0.1".into()),
             ("database.port".into(), pg_port.to_string()),
             ("database.dbname".into(), dbname.into()),
-            ("slot.name".into(), kind.slot().into()),
+            ("slot.name".into(), kind.slot().unwrap_or_default().into()),
             (
                 "offset.storage.file.filename".into(),
                 state_dir.join("offsets.dat").display().to_string(),

@@ -3,6 +3,7 @@
 //! killed (SIGKILL) by the scenarios.
 
 pub mod debezium;
+pub mod poll;
 pub mod recvlogical;
 pub mod tailer;
 
@@ -19,6 +20,10 @@ pub enum RelayKind {
     Debezium,
     /// Debezium with the one tuned setting (see `debezium::TUNED`).
     DebeziumTuned,
+    /// `outbox-tailer poll` with the classic defaults: every 2 s, 10 rows.
+    PollClassic,
+    /// `outbox-tailer poll` with the tuned setting (see `poll::Tuned`).
+    PollTuned,
 }
 
 impl RelayKind {
@@ -28,20 +33,27 @@ impl RelayKind {
             RelayKind::Tailer => "outbox-tailer".into(),
             RelayKind::Debezium => "Debezium 3.6.3 (defaults)".into(),
             RelayKind::DebeziumTuned => format!("Debezium 3.6.3 ({})", debezium::TUNED_LABEL),
+            RelayKind::PollClassic => "polling classic (2 s, 10 rows)".into(),
+            RelayKind::PollTuned => format!("polling tuned ({})", poll::tuned_args()),
         }
     }
 
-    /// Each relay reads its own slot, created with the cluster.
-    pub fn slot(self) -> &'static str {
+    /// Each WAL relay reads its own slot, created with the cluster; pollers read the table.
+    pub fn slot(self) -> Option<&'static str> {
         match self {
-            RelayKind::Tailer => "bench_tailer",
-            RelayKind::Debezium => "bench_debezium",
-            RelayKind::DebeziumTuned => "bench_debezium_tuned",
+            RelayKind::Tailer => Some("bench_tailer"),
+            RelayKind::Debezium => Some("bench_debezium"),
+            RelayKind::DebeziumTuned => Some("bench_debezium_tuned"),
+            RelayKind::PollClassic | RelayKind::PollTuned => None,
         }
     }
 
     pub fn is_debezium(self) -> bool {
         matches!(self, RelayKind::Debezium | RelayKind::DebeziumTuned)
+    }
+
+    pub fn is_polling(self) -> bool {
+        matches!(self, RelayKind::PollClassic | RelayKind::PollTuned)
     }
 }
 
