@@ -654,6 +654,58 @@ async fn least_privilege_role_runs_and_setup_without_rights_says_what_to_grant(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_over_tls_checks_the_broker_certificate_and_publishes() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let ca = TestCa::new("kafka test CA")?;
+    let (_broker, front) = TansuBroker::start_behind_tls(ca.server_cert(&["localhost"])?).await?;
+    let dir = tempfile::tempdir()?;
+    let ca_file = ca.write(dir.path(), "kafka-ca.pem")?;
+    let other_ca_file = TestCa::new("another CA")?.write(dir.path(), "other-ca.pem")?;
+    let tls_run = |ca: &PathBuf| {
+        let mut args = run_flags(
+            &env,
+            &env.db.conn_str(),
+            &[
+                "-X",
+                "security.protocol=SSL",
+                "-X",
+                &format!("ssl.ca.location={}", ca.display()),
+                // The front listens on 127.0.0.1; `localhost` may resolve to ::1 first.
+                "-X",
+                "broker.address.family=v4",
+            ],
+        );
+        let at = args.iter().position(|a| a == "--brokers").unwrap() + 1;
+        args[at] = format!("localhost:{}", front.port());
+        args
+    };
+
+    // A broker certificate from a CA the tailer was not told to trust: refused at once.
+    let mut p = spawn(&env, &tls_run(&other_ca_file), &[])?;
+    let status = p.wait_exit(Duration::from_secs(30)).await?;
+    let stderr = p.stderr();
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(stderr.contains("security.protocol"), "{stderr}");
+
+    // The right CA: events are published over TLS (the host name `localhost` is checked too,
+    // librdkafka's default), acked with acks=all, and only then does the slot move past them.
+    let mut p = spawn(&env, &tls_run(&ca_file), &[])?;
+    write_events(&env, "tls-1", 5).await?;
+    let acked = wait_until(
+        Duration::from_secs(60),
+        "the slot to pass the events",
+        || async { Ok(env.slot_lag_bytes().await? < 1024) },
+    )
+    .await;
+    if let Err(e) = acked {
+        panic!("{e}:\n{}", p.stderr());
+    }
+    assert_eq!(p.terminate()?.code(), Some(0), "stderr:\n{}", p.stderr());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_refusing_the_login_stops_the_tailer_with_a_clear_error() -> anyhow::Result<()> {
     let env = env().await?;
     env.setup().await?;

@@ -4,6 +4,7 @@
 //! - [`PgCluster`]: a throwaway PostgreSQL cluster (`initdb` into a temp directory,
 //!   `wal_level=logical`, fsync off, a free port on 127.0.0.1), with a fresh database per test.
 //! - [`TansuBroker`]: a real Kafka-protocol broker (tansu) on a free port.
+//! - [`TlsFront`]: TLS in front of a tansu broker, which cannot serve TLS itself.
 //! - [`MockKafka`]: librdkafka's in-process mock cluster, for tests that need Kafka transactions
 //!   and for benchmarks that isolate the relay's own speed.
 //!
@@ -16,9 +17,11 @@ mod net;
 mod pg;
 mod process;
 mod tansu;
+mod tls_front;
 
 pub use kafka::{consume_until, create_topic, read_to_end, KafkaRecord};
 pub use mock::MockKafka;
 pub use net::free_port;
 pub use pg::{PgCluster, PgConfig, ServerCert, StopMode, TestDb};
 pub use tansu::{TansuBroker, TansuStorage};
+pub use tls_front::TlsFront;

@@ -10,6 +10,7 @@ use rdkafka::ClientConfig;
 use tempfile::TempDir;
 
 use crate::net::free_port;
+use crate::{ServerCert, TlsFront};
 
 /// The command that installs the pinned tansu version with the storage engines we use.
 pub const TANSU_INSTALL: &str =
@@ -34,6 +35,8 @@ pub struct TansuBroker {
     storage: TansuStorage,
     /// `--authentication`: every client must log in with SASL (SCRAM credentials from storage).
     authentication: bool,
+    /// `localhost:<port>` advertised instead of its own address (a [`TlsFront`] in front).
+    advertised_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -67,7 +70,34 @@ impl TansuBroker {
         TansuBroker::start_inner(storage, false)
     }
 
+    /// Start a broker (memory storage) that clients reach only through a [`TlsFront`] serving
+    /// `cert` (whose names must include `localhost`): bootstrap `localhost:<front port>`,
+    /// `security.protocol=SSL`. The broker advertises the front, so clients never see its
+    /// plaintext port.
+    pub async fn start_behind_tls(cert: ServerCert) -> anyhow::Result<(TansuBroker, TlsFront)> {
+        tokio::task::spawn_blocking(move || {
+            let front_port = free_port().context("finding a free port")?;
+            let broker = TansuBroker::start_advertising(Some(front_port))?;
+            let front = TlsFront::start(&cert, front_port, broker.port)?;
+            Ok((broker, front))
+        })
+        .await
+        .context("broker start task")?
+    }
+
     fn start_inner(storage: TansuStorage, authentication: bool) -> anyhow::Result<TansuBroker> {
+        TansuBroker::start_full(storage, authentication, None)
+    }
+
+    fn start_advertising(port: Option<u16>) -> anyhow::Result<TansuBroker> {
+        TansuBroker::start_full(TansuStorage::Memory, false, port)
+    }
+
+    fn start_full(
+        storage: TansuStorage,
+        authentication: bool,
+        advertised_port: Option<u16>,
+    ) -> anyhow::Result<TansuBroker> {
         let bin = find_tansu()?;
         let dir = tempfile::Builder::new()
             .prefix("outbox-tansu-")
@@ -79,6 +109,7 @@ impl TansuBroker {
             port: 0,
             storage,
             authentication,
+            advertised_port,
             child: None,
         };
         let mut last_err = None;
@@ -97,6 +128,10 @@ impl TansuBroker {
 
     fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = match self.advertised_port {
+            Some(port) => format!("tcp://localhost:{port}"),
+            None => url.clone(),
+        };
         let storage = match self.storage {
             TansuStorage::Memory => "memory://tansu/".to_owned(),
             TansuStorage::Sqlite => "sqlite://tansu.db".to_owned(),
@@ -109,7 +144,12 @@ impl TansuBroker {
         let child = Command::new(&self.bin)
             .current_dir(self.dir.path())
             .args(["broker", "--storage-engine", &storage])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(self.authentication.then_some("--authentication"))
             .env_remove("CLUSTER_ID")
             .env_remove("STORAGE_ENGINE")
