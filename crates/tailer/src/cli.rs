@@ -41,7 +41,14 @@ async fn shutdown_signal() {
 /// any other failure.
 pub fn main() -> ExitCode {
     let cli = CommandLine::parse();
-    let rt = match tokio::runtime::Runtime::new() {
+    // One thread runs every task. The pipeline takes each replication message from the
+    // replication worker's task over a channel; on the multi-threaded runtime (with the
+    // pipeline in `block_on` on this thread) nearly every handover was a futex wake and a
+    // context switch between threads. librdkafka keeps its own threads for Kafka IO.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
