@@ -9,12 +9,6 @@ use outbox_testkit::{free_port, PgConfig, TansuStorage};
 use serde_json::{json, Value};
 use support::*;
 
-fn db_args(env: &Env, command: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![command.to_owned(), "--postgres".into(), env.db.conn_str()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
 /// `status --json`, parsed.
 async fn status_json(env: &Env, extra: &[&str]) -> anyhow::Result<Value> {
     let mut flags = vec!["--json"];

@@ -15,26 +15,6 @@ use support::*;
 
 const TOPIC: &str = "outbox.event.order";
 
-/// `outbox-tailer <args>` as a process; (exit code, stdout, stderr).
-async fn tailer_cli(args: &[String]) -> anyhow::Result<(Option<i32>, String, String)> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .await?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
-fn db_args(env: &Env, command: &str, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![command.to_owned(), "--postgres".into(), env.db.conn_str()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
 async fn status_json(env: &Env) -> anyhow::Result<Value> {
     let (code, out, err) = tailer_cli(&db_args(env, "status", &["--json"])).await?;
     anyhow::ensure!(code == Some(0), "status failed ({code:?}): {err}");

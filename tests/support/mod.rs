@@ -269,6 +269,13 @@ impl Drop for TailerProcess {
     }
 }
 
+/// `<command> --postgres <env's database> <extra>`: the flags of an operator command.
+pub fn db_args(env: &Env, command: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![command.to_owned(), "--postgres".into(), env.db.conn_str()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// `outbox-tailer <args>` as a process, to its end; (exit code, stdout, stderr).
 pub async fn tailer_cli(args: &[String]) -> anyhow::Result<(Option<i32>, String, String)> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_outbox-tailer-under-test"))
