@@ -68,38 +68,6 @@ async fn scrape(addr: &str) -> anyhow::Result<String> {
     Ok(body)
 }
 
-async fn wal_status(env: &Env) -> anyhow::Result<Option<String>> {
-    Ok(env
-        .client
-        .query_one(
-            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
-            &[&SLOT],
-        )
-        .await?
-        .get(0))
-}
-
-/// Write WAL in another table and force checkpoints until the slot is invalidated
-/// (`max_slot_wal_keep_size` must be small).
-async fn invalidate_slot(env: &Env) -> anyhow::Result<()> {
-    env.client
-        .batch_execute("CREATE TABLE IF NOT EXISTS filler (id int, pad text)")
-        .await?;
-    wait_until(Duration::from_secs(120), "wal_status = lost", || async {
-        if wal_status(env).await?.as_deref() == Some("lost") {
-            return Ok(true);
-        }
-        env.client
-            .batch_execute(
-                "INSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g; \
-                 SELECT pg_switch_wal(); CHECKPOINT;",
-            )
-            .await?;
-        Ok(false)
-    })
-    .await
-}
-
 fn small_wal_keep() -> PgConfig {
     PgConfig::default()
         .set("max_slot_wal_keep_size", "'1MB'")
@@ -197,7 +165,7 @@ async fn status_of_an_invalidated_and_an_at_risk_slot() -> anyhow::Result<()> {
     assert!(s["safe_wal_size"].as_i64().is_some(), "{s:#}");
     assert_eq!(s["verdict"]["health"], json!("at_risk"), "{s:#}");
 
-    invalidate_slot(&env).await?;
+    env.invalidate_slot().await?;
     let s = status_json(&env, &[]).await?;
     assert_eq!(s["wal_status"], json!("lost"), "{s:#}");
     assert_eq!(s["verdict"]["health"], json!("invalidated"), "{s:#}");
@@ -437,7 +405,7 @@ async fn watchdog_stops_the_tailer_when_the_slot_is_invalidated() -> anyhow::Res
         "INSERT INTO orders (id, customer, amount_cents) VALUES (gen_random_uuid(), 'pin', 1)",
     )
     .await?;
-    invalidate_slot(&env).await?;
+    env.invalidate_slot().await?;
 
     let result = tokio::time::timeout(Duration::from_secs(60), tailer.handle)
         .await

@@ -57,26 +57,6 @@ async fn consume_ids(env: &Env, want: &[String]) -> anyhow::Result<Vec<KafkaReco
 }
 
 /// WAL in another table plus checkpoints until the slot is lost.
-async fn churn_until_lost(env: &Env) -> anyhow::Result<()> {
-    env.client
-        .batch_execute("CREATE TABLE IF NOT EXISTS filler (id int, pad text)")
-        .await?;
-    wait_until(Duration::from_secs(120), "wal_status = lost", || async {
-        let s = status_json(env).await?;
-        if s["wal_status"] == json!("lost") {
-            return Ok(true);
-        }
-        env.client
-            .batch_execute(
-                "INSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g; \
-                 SELECT pg_switch_wal(); CHECKPOINT;",
-            )
-            .await?;
-        Ok(false)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidated_slot_is_refused_and_the_documented_recovery_works() -> anyhow::Result<()> {
     let pg_config = PgConfig::default()
@@ -95,7 +75,7 @@ async fn an_invalidated_slot_is_refused_and_the_documented_recovery_works() -> a
 
     // The tailer stays stopped while batch B commits and WAL churn invalidates the slot.
     let b = write(&env, 4, "b").await?;
-    churn_until_lost(&env).await?;
+    env.invalidate_slot().await?;
 
     // `run` refuses with the exact message, and creates nothing.
     let (code, _, err) = tailer_cli(&env.run_args(&[])).await?;

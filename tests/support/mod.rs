@@ -120,6 +120,39 @@ impl Env {
         self.confirmed_lsn_of(SLOT).await
     }
 
+    /// The slot's `wal_status` (`lost` once invalidated).
+    pub async fn wal_status(&self) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&SLOT],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Write WAL in another table and force checkpoints until the slot is invalidated
+    /// (`max_slot_wal_keep_size` must be small).
+    pub async fn invalidate_slot(&self) -> anyhow::Result<()> {
+        self.client
+            .batch_execute("CREATE TABLE IF NOT EXISTS filler (id int, pad text)")
+            .await?;
+        wait_until(Duration::from_secs(120), "wal_status = lost", || async {
+            if self.wal_status().await?.as_deref() == Some("lost") {
+                return Ok(true);
+            }
+            self.client
+                .batch_execute(
+                    "INSERT INTO filler SELECT g, repeat('x', 1000) FROM generate_series(1, 2000) g; \
+                     SELECT pg_switch_wal(); CHECKPOINT;",
+                )
+                .await?;
+            Ok(false)
+        })
+        .await
+    }
+
     /// The server's current WAL write position.
     pub async fn current_wal_lsn(&self) -> anyhow::Result<Lsn> {
         let row = self
