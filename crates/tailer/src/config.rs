@@ -14,6 +14,10 @@ use serde::Deserialize;
 use crate::error::TailerError;
 use crate::names::{validate_ident, validate_slot, TableName};
 
+/// The producer's linger: 1 ms, not librdkafka's 5. Measured on the mock cluster, 1k events/s:
+/// p50 2.5 ms instead of 5.7, with backlog drains no slower.
+const DEFAULT_LINGER_MS: u64 = 1;
+
 /// Tails PostgreSQL's WAL and publishes transactional-outbox events to Kafka.
 ///
 /// Events are read from a logical replication slot (pgoutput), published in commit order
@@ -292,7 +296,9 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_COMPRESSION")]
     pub compression: Option<String>,
 
-    /// Producer linger in milliseconds [default: 5].
+    /// Producer linger in milliseconds [default: 1]. A transaction's events reach the producer
+    /// together and batch anyway, so a longer linger mostly adds latency
+    /// (docs/polling-vs-tailing.md has the measurements).
     #[arg(long, env = "OUTBOX_LINGER_MS")]
     pub linger_ms: Option<u64>,
 
@@ -742,7 +748,10 @@ impl RunArgs {
             )));
         }
         options.insert(0, ("compression.type".into(), compression));
-        let linger = self.linger_ms.or(file.linger_ms).unwrap_or(5);
+        let linger = self
+            .linger_ms
+            .or(file.linger_ms)
+            .unwrap_or(DEFAULT_LINGER_MS);
         options.insert(1, ("linger.ms".into(), linger.to_string()));
         for raw in &self.kafka_options {
             let (k, v) = raw.expose().split_once('=').ok_or_else(|| {
