@@ -28,6 +28,7 @@ use clap::{Parser, ValueEnum};
 
 pub use relay::RelayKind;
 pub use report::Report;
+pub use workload::LiveRate;
 
 /// Measures the tailer against the walsender's own limit, on this machine.
 #[derive(Debug, Clone, Parser)]
@@ -72,6 +73,15 @@ pub struct BenchOptions {
     /// [default: .bench/tools in the workspace, or $OUTBOX_BENCH_TOOLS].
     #[arg(long)]
     pub tools_dir: Option<PathBuf>,
+
+    /// Live rates in events/s, each optionally with events per transaction (`10000x10`),
+    /// instead of the defaults (1000,10000,10000x10; smoke: 200,200x10).
+    #[arg(long, value_delimiter = ',')]
+    pub live_rates: Vec<LiveRate>,
+
+    /// Seconds of writes per live rate, instead of the default (30; smoke: 2).
+    #[arg(long)]
+    pub live_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -98,7 +108,7 @@ pub struct Sizes {
     pub batched_events: u64,
     pub batch: u64,
     pub single_txns: u64,
-    pub live_rates: Vec<u64>,
+    pub live_rates: Vec<LiveRate>,
     pub live_seconds: u64,
     pub huge_events: u64,
     /// Behaviour: events (100-event transactions) before and after each restart.
@@ -114,12 +124,29 @@ pub struct Sizes {
 
 impl Sizes {
     pub fn for_options(options: &BenchOptions) -> Sizes {
-        if options.smoke {
+        let mut sizes = Sizes::defaults(options.smoke);
+        if !options.live_rates.is_empty() {
+            sizes.live_rates = options.live_rates.clone();
+        }
+        if let Some(seconds) = options.live_seconds {
+            sizes.live_seconds = seconds;
+        }
+        sizes
+    }
+
+    fn defaults(smoke: bool) -> Sizes {
+        if smoke {
             Sizes {
                 batched_events: 2_000,
                 batch: 100,
                 single_txns: 300,
-                live_rates: vec![200],
+                live_rates: vec![
+                    LiveRate::single(200),
+                    LiveRate {
+                        events_per_sec: 200,
+                        per_txn: 10,
+                    },
+                ],
                 live_seconds: 2,
                 huge_events: 5_000,
                 restart_events: 2_000,
@@ -132,7 +159,14 @@ impl Sizes {
                 batched_events: 1_000_000,
                 batch: 100,
                 single_txns: 200_000,
-                live_rates: vec![1_000, 10_000],
+                live_rates: vec![
+                    LiveRate::single(1_000),
+                    LiveRate::single(10_000),
+                    LiveRate {
+                        events_per_sec: 10_000,
+                        per_txn: 10,
+                    },
+                ],
                 live_seconds: 30,
                 huge_events: 1_000_000,
                 restart_events: 100_000,

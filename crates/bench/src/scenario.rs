@@ -13,7 +13,7 @@ use crate::measure::{peak_rss_kib, postgres_cpu_ms, process_cpu_ms};
 use crate::relay::debezium::Debezium;
 use crate::relay::{poll, recvlogical, tailer, RelayKind, Running};
 use crate::report::Row;
-use crate::workload::{self, Backlog};
+use crate::workload::{self, Backlog, LiveRate};
 use crate::BrokerKind;
 
 /// What the relays need to start.
@@ -505,7 +505,7 @@ pub async fn huge(env: &Env, events: u64) -> anyhow::Result<Vec<Row>> {
 /// Live: each relay in turn runs (started and warmed up with one event first), writers commit
 /// single-event transactions at `rate` for `seconds`, one consumer measures commit-to-consume
 /// latency of every event.
-pub async fn live(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Vec<Row>> {
+pub async fn live(env: &Env, rate: LiveRate, seconds: u64) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for relay in env.tools.relays.clone() {
         rows.push(live_one(env, relay, rate, seconds, env.tools.live_grace).await?);
@@ -516,7 +516,7 @@ pub async fn live(env: &Env, rate: u64, seconds: u64) -> anyhow::Result<Vec<Row>
 async fn live_one(
     env: &Env,
     relay: RelayKind,
-    rate: u64,
+    rate: LiveRate,
     seconds: u64,
     grace: Duration,
 ) -> anyhow::Result<Row> {
@@ -526,7 +526,7 @@ async fn live_one(
     let bootstrap = env.bootstrap();
     let warm = kafka::marks(&bootstrap, LIVE_TOPIC, env.counting())?;
     env.client
-        .execute(workload::LIVE_INSERT, &[&-1i64, &kafka::now_us()])
+        .execute(workload::LIVE_INSERT, &[&-1i64, &kafka::now_us(), &1i64])
         .await?;
     env.wait_records(
         relay,
@@ -539,7 +539,7 @@ async fn live_one(
     .await?;
     let from = kafka::marks(&bootstrap, LIVE_TOPIC, env.counting())?;
 
-    let total = rate * seconds;
+    let total = rate.events_per_sec * seconds / rate.per_txn * rate.per_txn;
     // Where the writers cannot reach the rate, the write phase still ends after `seconds`;
     // the consumer then waits for what was written.
     let target = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(total));
@@ -551,39 +551,12 @@ async fn live_one(
         kafka::consume_latencies(&bootstrap, LIVE_TOPIC, &from, &target, deadline)
     });
 
-    const WRITERS: usize = 4;
     let mut clients = Vec::new();
-    for _ in 0..WRITERS {
+    for _ in 0..workload::LIVE_CONNECTIONS {
         clients.push(env.db.connect().await?);
     }
-    let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let mut sent = 0u64;
-    while sent < total && started.elapsed() < Duration::from_secs(seconds) {
-        tick.tick().await;
-        let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
-        // Writers that cannot keep up stop at the end of the phase too.
-        while sent < due && started.elapsed() < Duration::from_secs(seconds) {
-            let batch: Vec<_> = (0..WRITERS as u64)
-                .take_while(|k| sent + k < due)
-                .map(|k| {
-                    let n = (sent + k) as i64;
-                    let client = &clients[k as usize];
-                    async move {
-                        client
-                            .execute(workload::LIVE_INSERT, &[&n, &kafka::now_us()])
-                            .await
-                    }
-                })
-                .collect();
-            let n = batch.len() as u64;
-            for r in futures::future::join_all(batch).await {
-                r?;
-            }
-            sent += n;
-        }
-    }
-    let write_secs = started.elapsed().as_secs_f64();
+    let writes = workload::write_live(&clients, rate, seconds).await?;
+    let (sent, write_secs) = (writes.events, writes.seconds);
     written.store(sent, std::sync::atomic::Ordering::Relaxed);
     let total = sent;
     let (hist, arrived) = consumer
@@ -593,7 +566,8 @@ async fn live_one(
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Ok(Row {
         scenario: format!(
-            "live: {rate} events/s for {seconds} s (achieved {:.0}/s)",
+            "{} for {seconds} s (achieved {:.0}/s)",
+            rate.name(),
             total as f64 / write_secs
         ),
         relay: relay.label(),

@@ -93,6 +93,142 @@ pub async fn write_huge(client: &Client, events: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One live event in its own transaction, carrying the time just before its commit.
+/// One live transaction: events `$1 .. $1 + $3`, each carrying `$2`, the time just before the
+/// commit was sent.
 pub const LIVE_INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload)
-     VALUES (gen_random_uuid(), 'live', 'agg-' || ($1::bigint % 64), 'Tick', jsonb_build_object('t', $2::bigint, 'n', $1::bigint))";
+     SELECT gen_random_uuid(), 'live', 'agg-' || (n % 64), 'Tick', jsonb_build_object('t', $2::bigint, 'n', n)
+     FROM generate_series($1::bigint, $1::bigint + $3::bigint - 1) AS n";
+
+/// A live rate: events per second, and events per transaction (`10000` or `10000x10` on the
+/// command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LiveRate {
+    pub events_per_sec: u64,
+    pub per_txn: u64,
+}
+
+impl LiveRate {
+    pub const fn single(events_per_sec: u64) -> LiveRate {
+        LiveRate {
+            events_per_sec,
+            per_txn: 1,
+        }
+    }
+
+    /// The scenario's name in the results, e.g. `live: 10000 events/s in 10-event transactions`.
+    pub fn name(&self) -> String {
+        match self.per_txn {
+            1 => format!(
+                "live: {} events/s in single-event transactions",
+                self.events_per_sec
+            ),
+            n => format!(
+                "live: {} events/s in {n}-event transactions",
+                self.events_per_sec
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for LiveRate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LiveRate, String> {
+        let (rate, per_txn) = s.split_once('x').unwrap_or((s, "1"));
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("live rate {s:?}: use EVENTS_PER_SEC or EVENTS_PER_SECxEVENTS_PER_TXN, e.g. 10000x10"))
+        };
+        let rate = LiveRate {
+            events_per_sec: parse(rate)?,
+            per_txn: parse(per_txn)?,
+        };
+        if rate.per_txn > rate.events_per_sec {
+            return Err(format!(
+                "live rate {s:?}: more events per transaction than per second"
+            ));
+        }
+        Ok(rate)
+    }
+}
+
+/// Connections the live writers use. Several transactions are in flight on each connection
+/// (pipelined), so the rate is bounded by the server, not by round trips.
+pub const LIVE_CONNECTIONS: usize = 8;
+/// At most this many live inserts in flight: beyond it the writers fall behind the schedule
+/// (and the achieved rate in the results says so) instead of queueing without bound.
+const LIVE_MAX_IN_FLIGHT: usize = 256;
+
+/// What the live writers achieved.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveWrites {
+    pub events: u64,
+    pub seconds: f64,
+}
+
+/// Commit transactions of `rate.per_txn` events at `rate.events_per_sec` for `seconds`:
+/// transaction `k` is due `k * per_txn / events_per_sec` seconds after the start and is sent as
+/// soon as it is due, on connection `k % clients.len()`, its events carrying the time just
+/// before it was sent. Where the server cannot keep up, the phase still ends after `seconds`.
+pub async fn write_live(
+    clients: &[Client],
+    rate: LiveRate,
+    seconds: u64,
+) -> anyhow::Result<LiveWrites> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+
+    let mut statements = Vec::with_capacity(clients.len());
+    for client in clients {
+        statements.push(client.prepare(LIVE_INSERT).await?);
+    }
+    let per_txn = rate.per_txn as i64;
+    let txns_per_sec = rate.events_per_sec as f64 / rate.per_txn as f64;
+    let total = rate.events_per_sec * seconds / rate.per_txn;
+    let phase = std::time::Duration::from_secs(seconds);
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut in_flight = FuturesUnordered::new();
+    let mut sent = 0u64;
+    // The tick that ends the phase still sends every transaction due by then (up to the
+    // in-flight bound), so a rate the server keeps up with writes exactly `total`.
+    while sent < total {
+        tokio::select! {
+            _ = tick.tick() => {
+                let ended = started.elapsed() >= phase;
+                let due = if ended {
+                    total
+                } else {
+                    ((started.elapsed().as_secs_f64() * txns_per_sec) as u64).min(total)
+                };
+                while sent < due && in_flight.len() < LIVE_MAX_IN_FLIGHT {
+                    let k = sent as usize % clients.len();
+                    let (client, statement) = (&clients[k], &statements[k]);
+                    let first = sent as i64 * per_txn;
+                    in_flight.push(async move {
+                        client
+                            .execute(statement, &[&first, &crate::kafka::now_us(), &per_txn])
+                            .await
+                    });
+                    sent += 1;
+                }
+                if ended {
+                    break;
+                }
+            }
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                done?;
+            }
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        done?;
+    }
+    Ok(LiveWrites {
+        events: sent * rate.per_txn,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -14,6 +14,8 @@ async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
         debezium_scenarios: Vec::new(),
         tools_dir: None,
         render: None,
+        live_rates: Vec::new(),
+        live_seconds: None,
     };
     let report = outbox_bench::run(&options).await?;
     let throughput: Vec<_> = report
@@ -74,15 +76,22 @@ async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
         assert_eq!(b.idle.is_some(), b.relay == "outbox-tailer", "{b:?}");
     }
     let live: Vec<_> = report.rows.iter().filter(|r| r.is_live()).collect();
-    assert_eq!(live.len(), 3, "{live:#?}");
-    for r in live {
+    assert_eq!(live.len(), 6, "2 rates x 3 relays: {live:#?}");
+    for r in &live {
+        assert_eq!(
+            r.events, 400,
+            "200 events/s for 2 s, whatever the transaction size: {r:?}"
+        );
         let [p50, p99, max] = r.latency_ms.unwrap();
         assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{r:?}");
         if !r.relay.starts_with("polling classic") {
             assert_eq!(r.published, None, "kept up with 200 events/s: {r:?}");
         }
     }
-    assert_eq!(report.targets.len(), 4, "{:#?}", report.targets);
+    assert!(live
+        .iter()
+        .any(|r| r.scenario.contains("10-event transactions")));
+    assert_eq!(report.targets.len(), 5, "{:#?}", report.targets);
     let md = report.markdown();
     assert!(
         md.contains("vs pg_recvlogical")
