@@ -39,6 +39,7 @@ pub struct Metrics {
     pub dead_lettered: IntCounter,
     pub transactions: IntCounter,
     pub publish_latency: Histogram,
+    pub receive_delay: Histogram,
     pub confirmed_lsn: IntGauge,
     pub lag_seconds: Gauge,
     pub in_flight_events: IntGauge,
@@ -75,6 +76,19 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+/// Histogram buckets of the latency metrics, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    /// A transaction committed at `commit_us` (Unix µs) was read to its end now.
+    pub fn received_transaction(&self, commit_us: i64) {
+        let delay = (now_us() - commit_us).max(0) as f64 / 1e6;
+        self.receive_delay.observe(delay);
+    }
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -95,12 +109,21 @@ impl Metrics {
                 "outbox_tailer_publish_latency_seconds",
                 "Time from handing an event to the Kafka producer to its ack",
             )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
+            .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("valid metric");
         r.register(Box::new(publish_latency.clone()))
+            .expect("unique metric");
+        let receive_delay = Histogram::with_opts(
+            HistogramOpts::new(
+                "outbox_tailer_receive_delay_seconds",
+                "Time from a transaction's commit (the server's commit timestamp) to the tailer \
+                 reading its end: the walsender's decoding plus the network",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        r.register(Box::new(receive_delay.clone()))
             .expect("unique metric");
         let lag_seconds = Gauge::with_opts(Opts::new(
             "outbox_tailer_lag_seconds",
@@ -143,6 +166,7 @@ impl Metrics {
                 "Transactions received from the slot",
             ),
             publish_latency,
+            receive_delay,
             confirmed_lsn: gauge(
                 &r,
                 "outbox_tailer_confirmed_lsn",
@@ -372,11 +396,13 @@ mod tests {
         m.events_published.inc();
         m.error("replication");
         m.publish_latency.observe(0.01);
+        m.received_transaction(now_us() - 2_000);
         let text = m.render();
         for name in [
             "outbox_tailer_events_published_total 1",
             "outbox_tailer_errors_total{kind=\"replication\"} 1",
             "outbox_tailer_publish_latency_seconds_count 1",
+            "outbox_tailer_receive_delay_seconds_bucket{le=\"0.0025\"} 1",
             "outbox_tailer_lag_seconds",
             "outbox_tailer_confirmed_lsn",
         ] {

@@ -241,8 +241,9 @@ impl<K: Sink> Pipeline<K> {
             }
             SourceEvent::Commit { end_lsn, .. } => {
                 if let Some(txn) = self.txn.take() {
-                    self.committed
-                        .push_back((end_lsn, txn.position.commit_time.unix_micros()));
+                    let commit_us = txn.position.commit_time.unix_micros();
+                    self.metrics.received_transaction(commit_us);
+                    self.committed.push_back((end_lsn, commit_us));
                 }
                 self.stats.transactions += 1;
                 self.metrics.transactions.inc();
