@@ -271,7 +271,7 @@ impl Report {
         }
         let live: Vec<&Row> = self.rows.iter().filter(|r| r.is_live()).collect();
         if !live.is_empty() {
-            md.push_str("\n| live scenario | relay | broker | delivered | p50 ms | p99 ms | max ms |\n|---|---|---|---|---:|---:|---:|\n");
+            md.push_str("\n| live scenario | relay | broker | delivered | p50 ms | p99 ms | max ms | CPU while writing: PostgreSQL / relay / harness (writers, consumer, mock cluster), % of one core |\n|---|---|---|---|---:|---:|---:|---|\n");
             for r in live {
                 let [p50, p99, max] = r.latency_ms.unwrap_or_default();
                 let delivered = match r.published {
@@ -281,9 +281,17 @@ impl Report {
                     ),
                     None => format!("all {}", r.events),
                 };
+                let pct = |ms: Option<u64>| {
+                    opt(ms.map(|ms| format!("{:.0}", ms as f64 / 10.0 / r.seconds.max(1e-9))))
+                };
                 md.push_str(&format!(
-                    "| {} | {} | {} | {delivered} | {p50:.1} | {p99:.1} | {max:.1} |\n",
-                    r.scenario, r.relay, r.broker
+                    "| {} | {} | {} | {delivered} | {p50:.1} | {p99:.1} | {max:.1} | {} / {} / {} |\n",
+                    r.scenario,
+                    r.relay,
+                    r.broker,
+                    pct(r.pg_cpu_ms),
+                    pct(r.relay_cpu_ms),
+                    pct(r.harness_cpu_ms),
                 ));
             }
         }

@@ -555,7 +555,20 @@ async fn live_one(
     for _ in 0..workload::LIVE_CONNECTIONS {
         clients.push(env.db.connect().await?);
     }
+    // Where the CPU went while the writes ran: on a 2-core box the writers' own backends
+    // compete with the walsender and the relay.
+    let pid = running.pid().to_string();
+    let cpu0 = (
+        postgres_cpu_ms(&env.pg.data_dir())?,
+        process_cpu_ms(&pid),
+        process_cpu_ms("self"),
+    );
     let writes = workload::write_live(&clients, rate, seconds).await?;
+    let cpu1 = (
+        postgres_cpu_ms(&env.pg.data_dir())?,
+        process_cpu_ms(&pid),
+        process_cpu_ms("self"),
+    );
     let (sent, write_secs) = (writes.events, writes.seconds);
     written.store(sent, std::sync::atomic::Ordering::Relaxed);
     let total = sent;
@@ -576,6 +589,9 @@ async fn live_one(
         seconds: write_secs,
         latency_ms: Some([ms(0.5), ms(0.99), hist.max() as f64 / 1000.0]),
         published: (arrived < total).then_some(arrived),
+        pg_cpu_ms: Some(cpu1.0.saturating_sub(cpu0.0)),
+        relay_cpu_ms: cpu1.1.zip(cpu0.1).map(|(b, a)| b.saturating_sub(a)),
+        harness_cpu_ms: cpu1.2.zip(cpu0.2).map(|(b, a)| b.saturating_sub(a)),
         ..Row::default()
     })
 }
