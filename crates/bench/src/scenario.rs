@@ -427,12 +427,17 @@ impl Env {
         let arrivals = watcher.join()?;
         // Debezium with its default offset flush interval (1 min) confirms late; wait for
         // that, but not forever.
-        let confirmed = match arrivals.all {
-            Some(_) => self
-                .wait_confirmed(relay, &mut running, end, Duration::from_secs(120))
+        // Debezium confirms one transaction behind (see `debezium::confirm_target`).
+        let end = match relay.is_debezium() {
+            true => crate::relay::debezium::confirm_target(&self.client, end).await?,
+            false => Some(end.to_owned()),
+        };
+        let confirmed = match (arrivals.all, end) {
+            (Some(_), Some(end)) => self
+                .wait_confirmed(relay, &mut running, &end, Duration::from_secs(120))
                 .await?
                 .map(|_| started.elapsed()),
-            None => None,
+            _ => None,
         };
         let rss = peak_rss_kib(running.pid());
         let cpu = postgres_cpu_ms(&self.pg.data_dir())?.saturating_sub(cpu0);

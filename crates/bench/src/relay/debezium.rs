@@ -44,6 +44,33 @@ rootLogger.appenderRef.err.ref = err
 pub const TUNED: &[(&str, &str)] = &[("offset.flush.interval.ms", "0")];
 pub const TUNED_LABEL: &str = "offset.flush.interval.ms=0";
 
+/// How far Debezium's slot can be confirmed after draining a backlog that ends at `end`.
+/// The PostgreSQL connector confirms the end of the last transaction its offsets name
+/// (`lsn_commit`), and a transaction's offsets name the commit before it: the last
+/// transaction of a backlog stays unconfirmed until a later transaction (or a heartbeat
+/// write) arrives. Measured here: a 100-event backlog's slot stopped at the end of the
+/// second-to-last commit. So the target is the end of the commit before the last one, read
+/// from the WAL (`pg_walinspect`), when it lies within the 1 MiB before `end`; `None` for one
+/// huge transaction, whose own commit is the only one there (Debezium never confirms it).
+pub async fn confirm_target(
+    client: &tokio_postgres::Client,
+    end: &str,
+) -> anyhow::Result<Option<String>> {
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .await?;
+    let rows = client
+        .query(
+            "SELECT end_lsn::text FROM pg_get_wal_records_info( \
+               greatest($1::text::pg_lsn - 1048576, '0/1000000'::pg_lsn), $1::text::pg_lsn) \
+             WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT' \
+             ORDER BY start_lsn DESC LIMIT 2",
+            &[&end],
+        )
+        .await?;
+    Ok(rows.get(1).map(|r| r.get(0)))
+}
+
 /// The project-local tool directory: `<workspace>/.bench/tools` (git-ignored), or
 /// `$OUTBOX_BENCH_TOOLS`.
 pub fn default_tools_dir() -> PathBuf {
