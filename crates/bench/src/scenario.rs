@@ -192,6 +192,11 @@ impl Env {
                         &[&slot],
                     )
                     .await?;
+                // Debezium refuses offsets behind its slot (a gap): start it as a new
+                // deployment, which streams from the slot's position.
+                if let Some(state) = self.state.get(&relay) {
+                    crate::relay::debezium::forget_offsets(state.path())?;
+                }
             }
             None => self.client.batch_execute("TRUNCATE outbox").await?,
         }

