@@ -398,6 +398,12 @@ impl Env {
             self.unpublish_all().await?;
         }
         let window = (relay == RelayKind::PollClassic).then_some(self.tools.poll_window);
+        // Debezium confirms one transaction behind (see `debezium::confirm_target`); read
+        // before the relay's CPU and WAL are counted.
+        let end = match relay.is_debezium() {
+            true => crate::relay::debezium::confirm_target(&self.client, end).await?,
+            false => Some(end.to_owned()),
+        };
         let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC, self.counting())?;
         let dead0 = self.dead_tuples().await?;
         let autovacuums0 = self.autovacuum_count().await?;
@@ -432,11 +438,6 @@ impl Env {
         let arrivals = watcher.join()?;
         // Debezium with its default offset flush interval (1 min) confirms late; wait for
         // that, but not forever.
-        // Debezium confirms one transaction behind (see `debezium::confirm_target`).
-        let end = match relay.is_debezium() {
-            true => crate::relay::debezium::confirm_target(&self.client, end).await?,
-            false => Some(end.to_owned()),
-        };
         let confirmed = match (arrivals.all, end) {
             (Some(_), Some(end)) => self
                 .wait_confirmed(relay, &mut running, &end, Duration::from_secs(120))
