@@ -160,8 +160,9 @@ impl Debezium {
             ("producer.bootstrap.servers".into(), bootstrap.into()),
         ];
         if mock_cluster {
-            // See `unthrottleForMock` in the runner: kafka-clients 4.x and librdkafka's mock
-            // cluster disagree on the ApiVersions v4 error response.
+            // See `unthrottleForMock` in the runner: librdkafka's mock cluster answers
+            // kafka-clients 4.3's ApiVersions v4 with an UNSUPPORTED_VERSION response the
+            // client misreads as a 1,179,648 ms (~20 min) throttle, so nothing is sent.
             props.push(("bench.mock.unthrottle".into(), "true".into()));
         }
         if kind == RelayKind::DebeziumTuned {
