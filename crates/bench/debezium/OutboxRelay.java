@@ -93,11 +93,14 @@ public final class OutboxRelay {
     }
 
     /**
-     * librdkafka's mock cluster answers kafka-clients 4.x's ApiVersions v4 request with a v0
-     * error response, which the client parses as v4 and reads a garbage throttle time from
-     * (about 20 minutes); it then falls back to v0 correctly but leaves the connection throttled.
-     * Only for the mock cluster ("bench.mock.unthrottle=true"): clear throttles longer than 10 s
-     * (a real broker's quota throttles are short). Kafka's own classes, reached by reflection.
+     * librdkafka's mock cluster supports ApiVersions up to v2 and answers kafka-clients 4.3's
+     * v4 request with UNSUPPORTED_VERSION in the v0 layout (int32 array length). The client
+     * parses it as v4 without failing: errorCode=35, apiKeys=[], throttleTimeMs=1179648 (the
+     * bytes 00 12 00 00: ApiVersions' key and min version). It then retries with v0 correctly,
+     * but the bogus ~20-minute throttle keeps the node unusable ("no node is available"; seen
+     * with NetworkClient at DEBUG). Only for the mock cluster ("bench.mock.unthrottle=true"):
+     * clear throttles longer than 10 s (a real broker's quota throttles are short). Kafka's own
+     * classes, reached by reflection; with it every produce to the mock is acknowledged.
      */
     static void unthrottleForMock(KafkaProducer<?, ?> producer) {
         Thread t = new Thread(() -> {

@@ -33,6 +33,34 @@ pub struct BehaviourRow {
     /// the relay ran, the slot's lag when the writes stopped and `idle_seconds` later, and when
     /// the slot caught up (`None`: not within that wait).
     pub idle: Option<IdleLag>,
+    /// Invalidated slot (relays with a slot): what the relay did when started on a slot
+    /// PostgreSQL had invalidated (`wal_status = lost`) while it was stopped.
+    #[serde(default)]
+    pub slot_lost: Option<SlotLost>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SlotLost {
+    /// Seconds from the start until the relay exited; `None`: still running after
+    /// `wait_seconds` (then killed).
+    pub exited_seconds: Option<f64>,
+    /// The exit code (`None` when killed by a signal or still running).
+    pub exit_code: Option<i32>,
+    pub wait_seconds: u64,
+}
+
+impl SlotLost {
+    pub fn describe(&self) -> String {
+        match self.exited_seconds {
+            Some(s) => format!(
+                "exited after {s:.2} s (code {})",
+                self.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "none".into())
+            ),
+            None => format!("still running after {} s", self.wait_seconds),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,7 +90,7 @@ impl IdleLag {
 impl BehaviourRow {
     pub fn one_line(&self) -> String {
         format!(
-            "behaviour | {} | {}: clean restart {} duplicates of {} events; SIGKILL (after {} in broker) {} duplicates of {}; idle: {}",
+            "behaviour | {} | {}: clean restart {} duplicates of {} events; SIGKILL (after {} in broker) {} duplicates of {}; idle: {}; invalidated slot: {}",
             self.relay,
             self.broker,
             self.restart_duplicates,
@@ -73,6 +101,10 @@ impl BehaviourRow {
             self.idle
                 .as_ref()
                 .map(IdleLag::describe)
+                .unwrap_or_else(|| "no slot".into()),
+            self.slot_lost
+                .as_ref()
+                .map(SlotLost::describe)
                 .unwrap_or_else(|| "no slot".into()),
         )
     }
@@ -101,7 +133,99 @@ pub async fn run(env: &Env, sizes: &Sizes) -> anyhow::Result<Vec<BehaviourRow>> 
         }
         rows.push(row);
     }
+    // Last: it invalidates every slot of the cluster.
+    let slotted: Vec<RelayKind> = slotted_relays(env);
+    if !slotted.is_empty() {
+        // Debezium alone takes about 5 s to start here.
+        let wait = Duration::from_secs((sizes.idle_seconds * 6).max(30));
+        let lost = slot_lost(env, &slotted, wait).await?;
+        for (relay, outcome) in slotted.iter().zip(lost) {
+            if let Some(row) = rows.iter_mut().find(|r| r.relay == relay.label()) {
+                row.slot_lost = Some(outcome);
+            }
+        }
+    }
     Ok(rows)
+}
+
+fn slotted_relays(env: &Env) -> Vec<RelayKind> {
+    env.tools
+        .relays
+        .iter()
+        .copied()
+        .filter(|r| r.slot().is_some())
+        .collect()
+}
+
+/// Invalidate every slot while no relay runs (`max_slot_wal_keep_size` = 1 MB, WAL written to
+/// an unpublished table, checkpoints), then start each relay on its lost slot and time how
+/// long until it gives up. A relay that keeps running looks healthy to its supervisor while
+/// it publishes nothing.
+async fn slot_lost(
+    env: &Env,
+    relays: &[RelayKind],
+    wait: Duration,
+) -> anyhow::Result<Vec<SlotLost>> {
+    // ALTER SYSTEM cannot run in the implicit transaction of a multi-statement batch.
+    env.client
+        .batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        .await?;
+    env.client.batch_execute("SELECT pg_reload_conf()").await?;
+    let slots: Vec<String> = relays
+        .iter()
+        .filter_map(|r| r.slot())
+        .map(str::to_owned)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lost: i64 = env
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = ANY($1) AND wal_status = 'lost'",
+                &[&slots],
+            )
+            .await?
+            .get(0);
+        if lost as usize == slots.len() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the slots were not invalidated within 120 s"
+        );
+        env.client
+            .batch_execute(
+                "INSERT INTO orders (note) SELECT repeat('x', 1000) FROM generate_series(1, 2000); \
+                 SELECT pg_switch_wal(); CHECKPOINT;",
+            )
+            .await?;
+    }
+    let mut out = Vec::new();
+    for relay in relays {
+        let mut running = env.start_relay(*relay)?;
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let outcome = loop {
+            if let Some(status) = running.exited() {
+                break SlotLost {
+                    exited_seconds: Some(started.elapsed().as_secs_f64()),
+                    exit_code: status.code(),
+                    wait_seconds: wait.as_secs(),
+                };
+            }
+            if started.elapsed() >= wait {
+                running.kill()?;
+                break SlotLost {
+                    exited_seconds: None,
+                    exit_code: None,
+                    wait_seconds: wait.as_secs(),
+                };
+            }
+            tick.tick().await;
+        };
+        out.push(outcome);
+    }
+    Ok(out)
 }
 
 fn half(events: u64) -> Backlog {

@@ -55,9 +55,9 @@ pub struct BenchOptions {
     pub tailer_bin: Option<PathBuf>,
 
     /// Relays to measure besides pg_recvlogical [default: tailer,poll-classic,poll-tuned].
-    /// The Debezium relays
-    /// (`debezium`, `debezium-tuned`) are opt-in until they publish through the mock cluster:
-    /// see `relay::debezium`.
+    /// The Debezium relays (`debezium`, `debezium-tuned`) are opt-in, as they need a JDK 17 and
+    /// a one-time download (see `relay::debezium`): the full comparison is
+    /// `--relays tailer,poll-classic,poll-tuned,debezium,debezium-tuned`.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub relays: Vec<RelayKind>,
 

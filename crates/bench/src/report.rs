@@ -234,6 +234,9 @@ impl Report {
                 "–"
             } else if r.relay.starts_with("polling") {
                 "no slot"
+            } else if r.relay.starts_with("Debezium") && r.scenario.starts_with("one transaction") {
+                // It confirms a transaction only once it sees the next one.
+                "never (one transaction behind)"
             } else {
                 "> 120 after last ack"
             };
@@ -296,10 +299,10 @@ impl Report {
             }
         }
         if !self.behaviour.is_empty() {
-            md.push_str("\n| behaviour | relay | broker | duplicates after clean restart | duplicates after SIGKILL | slot lag, unpublished writes only |\n|---|---|---|---:|---:|---|\n");
+            md.push_str("\n| behaviour | relay | broker | duplicates after clean restart | duplicates after SIGKILL | slot lag, unpublished writes only | started on an invalidated slot |\n|---|---|---|---:|---:|---|---|\n");
             for b in &self.behaviour {
                 md.push_str(&format!(
-                    "| restart, kill, idle | {} | {} | {} of {} events | {} of {} events (killed with {} in the broker) | {} |\n",
+                    "| restart, kill, idle | {} | {} | {} of {} events | {} of {} events (killed with {} in the broker) | {} | {} |\n",
                     b.relay,
                     b.broker,
                     b.restart_duplicates,
@@ -310,6 +313,10 @@ impl Report {
                     b.idle
                         .as_ref()
                         .map(|i| i.describe())
+                        .unwrap_or_else(|| "no slot".into()),
+                    b.slot_lost
+                        .as_ref()
+                        .map(|l| l.describe())
                         .unwrap_or_else(|| "no slot".into()),
                 ));
             }

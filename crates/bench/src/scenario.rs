@@ -192,6 +192,11 @@ impl Env {
                         &[&slot],
                     )
                     .await?;
+                // Debezium refuses offsets behind its slot (a gap): start it as a new
+                // deployment, which streams from the slot's position.
+                if let Some(state) = self.state.get(&relay) {
+                    crate::relay::debezium::forget_offsets(state.path())?;
+                }
             }
             None => self.client.batch_execute("TRUNCATE outbox").await?,
         }
@@ -393,6 +398,12 @@ impl Env {
             self.unpublish_all().await?;
         }
         let window = (relay == RelayKind::PollClassic).then_some(self.tools.poll_window);
+        // Debezium confirms one transaction behind (see `debezium::confirm_target`); read
+        // before the relay's CPU and WAL are counted.
+        let end = match relay.is_debezium() {
+            true => crate::relay::debezium::confirm_target(&self.client, end).await?,
+            false => Some(end.to_owned()),
+        };
         let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC, self.counting())?;
         let dead0 = self.dead_tuples().await?;
         let autovacuums0 = self.autovacuum_count().await?;
@@ -427,12 +438,12 @@ impl Env {
         let arrivals = watcher.join()?;
         // Debezium with its default offset flush interval (1 min) confirms late; wait for
         // that, but not forever.
-        let confirmed = match arrivals.all {
-            Some(_) => self
-                .wait_confirmed(relay, &mut running, end, Duration::from_secs(120))
+        let confirmed = match (arrivals.all, end) {
+            (Some(_), Some(end)) => self
+                .wait_confirmed(relay, &mut running, &end, Duration::from_secs(120))
                 .await?
                 .map(|_| started.elapsed()),
-            None => None,
+            _ => None,
         };
         let rss = peak_rss_kib(running.pid());
         let cpu = postgres_cpu_ms(&self.pg.data_dir())?.saturating_sub(cpu0);

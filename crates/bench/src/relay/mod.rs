@@ -75,6 +75,11 @@ impl Running {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit status once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGTERM and wait: each relay's clean shutdown (the tailer drains acks and confirms;
     /// Debezium's engine commits its offsets).
     pub fn stop(mut self) -> anyhow::Result<()> {
