@@ -3,7 +3,7 @@
 //! JDK 17 and python3 with pip (scripts/test installs them); the harness installs Debezium's
 //! jars itself. Fails when Java is missing: Debezium is part of the comparison, not optional.
 
-use outbox_bench::{BenchOptions, BrokerKind, RelayKind, ScenarioKind};
+use outbox_bench::{BenchOptions, BrokerKind, LiveRate, RelayKind, ScenarioKind};
 
 fn options(relays: Vec<RelayKind>, scenarios: Vec<ScenarioKind>) -> BenchOptions {
     BenchOptions {
@@ -16,6 +16,10 @@ fn options(relays: Vec<RelayKind>, scenarios: Vec<ScenarioKind>) -> BenchOptions
         debezium_scenarios: Vec::new(),
         tools_dir: None,
         render: None,
+        // One live rate keeps the test short; the 10-event-transaction rate is the tailer
+        // smoke test's.
+        live_rates: vec![LiveRate::single(200)],
+        live_seconds: None,
     }
 }
 
