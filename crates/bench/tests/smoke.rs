@@ -1,6 +1,6 @@
 //! The harness in smoke mode (tiny sizes), so it cannot silently rot.
 
-use outbox_bench::{BenchOptions, BrokerKind};
+use outbox_bench::{BenchOptions, BrokerKind, RelayKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
@@ -10,7 +10,12 @@ async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
         scenarios: Vec::new(),
         out: None,
         tailer_bin: Some(env!("CARGO_BIN_EXE_outbox-bench-tailer").into()),
-        relays: Vec::new(),
+        // Debezium has its own smoke test (debezium_smoke.rs).
+        relays: vec![
+            RelayKind::Tailer,
+            RelayKind::PollClassic,
+            RelayKind::PollTuned,
+        ],
         debezium_scenarios: Vec::new(),
         tools_dir: None,
         render: None,
