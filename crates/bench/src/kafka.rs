@@ -237,7 +237,8 @@ pub fn ids_since(
     while next.iter().any(|(p, o)| *o < to[p]) {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "read {} of {remaining} records",
+            "read {} of {remaining} records (librdkafka's mock cluster drops a partition's records \
+             beyond its last 5 MB: were more written?)",
             ids.len()
         );
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {

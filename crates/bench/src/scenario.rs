@@ -306,6 +306,18 @@ impl Env {
         }
     }
 
+    /// Outbox rows marked published (by a poller).
+    async fn marked_rows(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0))
+    }
+
     pub(crate) fn ensure_alive(
         &self,
         relay: RelayKind,
@@ -407,6 +419,8 @@ impl Env {
         let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC, self.counting())?;
         let dead0 = self.dead_tuples().await?;
         let autovacuums0 = self.autovacuum_count().await?;
+        // A poller before this relay may have left rows marked: count only this relay's marks.
+        let marked0 = self.marked_rows().await?;
         let cpu0 = postgres_cpu_ms(&self.pg.data_dir())?;
         let harness0 = process_cpu_ms("self");
         let wal0 = self.current_lsn().await?;
@@ -459,14 +473,7 @@ impl Env {
             (None, None) => anyhow::bail!("{} did not publish everything", relay.label()),
         };
         let dead = self.dead_tuples().await? - dead0;
-        let obsolete: i64 = self
-            .client
-            .query_one(
-                "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
-                &[],
-            )
-            .await?
-            .get(0);
+        let obsolete = self.marked_rows().await? - marked0;
         let autovacuums = self.autovacuum_count().await? - autovacuums0;
         let vacuum_ms = if relay.is_polling() {
             let t = Instant::now();
