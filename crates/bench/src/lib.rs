@@ -61,7 +61,8 @@ pub struct BenchOptions {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub relays: Vec<RelayKind>,
 
-    /// Scenarios in which Debezium runs (default: all requested ones).
+    /// Scenarios in which Debezium runs (default: all requested ones, except behaviour on the
+    /// mock cluster at full size, where Debezium stalled: docs/benchmarks.md).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub debezium_scenarios: Vec<ScenarioKind>,
 
@@ -130,6 +131,12 @@ impl Sizes {
         }
         if let Some(seconds) = options.live_seconds {
             sizes.live_seconds = seconds;
+        }
+        // librdkafka's mock cluster keeps only the last 5 MB (or 100,000 message sets) of each
+        // partition and drops older ones, so the behaviour scenario, which reads back every id
+        // a relay published, must stay below that there: 20,000 events (~1.5 MB a partition).
+        if options.broker == BrokerKind::Mock {
+            sizes.restart_events = sizes.restart_events.min(20_000);
         }
         sizes
     }
@@ -224,8 +231,15 @@ pub async fn run_into(options: &BenchOptions, out: &mut Option<Report>) -> anyho
     } else {
         options.relays.clone()
     };
+    // At full size on the mock cluster, Debezium stopped making progress in the behaviour
+    // scenario (docs/benchmarks.md): left out there unless asked for by name.
+    let mock_full = options.broker == BrokerKind::Mock && !options.smoke;
     let debezium_in = |kind: ScenarioKind| {
-        options.debezium_scenarios.is_empty() || options.debezium_scenarios.contains(&kind)
+        if options.debezium_scenarios.is_empty() {
+            !(mock_full && kind == ScenarioKind::Behaviour)
+        } else {
+            options.debezium_scenarios.contains(&kind)
+        }
     };
     let wants_debezium =
         scenarios.iter().any(|k| debezium_in(*k)) && relays.iter().any(|r| r.is_debezium());
