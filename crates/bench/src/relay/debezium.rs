@@ -168,6 +168,16 @@ impl Debezium {
         if kind == RelayKind::DebeziumTuned {
             props.extend(TUNED.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         }
+        // For experiments: `OUTBOX_BENCH_DEBEZIUM_PROPS="max.batch.size=20480 producer.linger.ms=5"`
+        // adds engine (or `producer.`) properties to both variants.
+        if let Ok(extra) = std::env::var("OUTBOX_BENCH_DEBEZIUM_PROPS") {
+            for pair in extra.split_whitespace() {
+                let (k, v) = pair.split_once('=').with_context(|| {
+                    format!("OUTBOX_BENCH_DEBEZIUM_PROPS: {pair:?} is not key=value")
+                })?;
+                props.push((k.into(), v.into()));
+            }
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
