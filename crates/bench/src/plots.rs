@@ -16,18 +16,7 @@ const LEGEND_HEIGHT: u32 = 110;
 pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
     let stem = report.stem();
     let relays = relays(&report.rows);
-    let drains: Vec<Panel> = scenarios(&report.rows, false)
-        .into_iter()
-        .map(|scenario| Panel {
-            bars: report
-                .rows
-                .iter()
-                .filter(|r| r.scenario == scenario)
-                .map(|r| (index(&relays, &r.relay), vec![r.rate()]))
-                .collect(),
-            title: short(&scenario),
-        })
-        .collect();
+    let drains = panels(report, &relays, false, |r| Some(vec![r.rate()]));
     if !drains.is_empty() {
         draw(
             &dir.join(format!("{stem}-drain.svg")),
@@ -37,21 +26,10 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
             "bars: events/s (classic polling: rate in its bounded window)",
         )?;
     }
-    let live: Vec<Panel> = scenarios(&report.rows, true)
-        .into_iter()
-        .map(|scenario| Panel {
-            bars: report
-                .rows
-                .iter()
-                .filter(|r| r.scenario == scenario)
-                .filter_map(|r| {
-                    let [p50, p99, _] = r.latency_ms?;
-                    Some((index(&relays, &r.relay), vec![p50, p99]))
-                })
-                .collect(),
-            title: short(&scenario),
-        })
-        .collect();
+    let live = panels(report, &relays, true, |r| {
+        let [p50, p99, _] = r.latency_ms?;
+        Some(vec![p50, p99])
+    });
     if !live.is_empty() {
         draw(
             &dir.join(format!("{stem}-live.svg")),
@@ -62,6 +40,27 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// One panel per scenario (live or not), each relay's bars from `values`.
+fn panels(
+    report: &Report,
+    relays: &[String],
+    live: bool,
+    values: impl Fn(&Row) -> Option<Vec<f64>>,
+) -> Vec<Panel> {
+    scenarios(&report.rows, live)
+        .into_iter()
+        .map(|scenario| Panel {
+            bars: report
+                .rows
+                .iter()
+                .filter(|r| r.scenario == scenario)
+                .filter_map(|r| Some((index(relays, &r.relay), values(r)?)))
+                .collect(),
+            title: short(&scenario),
+        })
+        .collect()
 }
 
 struct Panel {
