@@ -8,6 +8,9 @@
 //
 // Arguments: key=value pairs. Keys starting with "producer." configure the KafkaProducer (prefix
 // removed); every other key is an engine/connector property and overrides the defaults below.
+// Two keys are the runner's own: "bench.mock.unthrottle=true" (see unthrottleForMock) and
+// "bench.sink=none", which hands nothing to Kafka (the engine's own speed with the Outbox Event
+// Router, for diagnosis; a harness waiting for records in the broker would wait forever).
 // Output on stdout, one line per acknowledged batch: "acked <total> <epoch ms>". SIGTERM stops
 // the engine cleanly (final offset commit) and exits 0; an engine failure exits 1.
 //
@@ -38,6 +41,7 @@ import org.apache.kafka.connect.source.SourceRecord;
 
 public final class OutboxRelay {
     private static long acked = 0;
+    private static boolean sinkNone = false;
 
     /** Debezium's defaults plus what an outbox relay on this database must say. */
     static Properties engineDefaults() {
@@ -153,6 +157,11 @@ public final class OutboxRelay {
             String value = arg.substring(eq + 1);
             if (key.equals("bench.mock.unthrottle")) {
                 mock = Boolean.parseBoolean(value);
+            } else if (key.equals("bench.sink")) {
+                if (!value.equals("none") && !value.equals("kafka")) {
+                    throw new IllegalArgumentException("bench.sink is none or kafka, got " + value);
+                }
+                sinkNone = value.equals("none");
             } else if (key.startsWith("producer.")) {
                 producerProps.setProperty(key.substring("producer.".length()), value);
             } else {
@@ -186,7 +195,11 @@ public final class OutboxRelay {
                         if (record.value() == null && record.topic() == null) {
                             continue;
                         }
-                        sent.add(producer.send(toKafka(record)));
+                        if (sinkNone) {
+                            sent.add(java.util.concurrent.CompletableFuture.completedFuture(null));
+                        } else {
+                            sent.add(producer.send(toKafka(record)));
+                        }
                     }
                     for (Future<RecordMetadata> f : sent) {
                         try {

@@ -5,7 +5,8 @@
 //! (`outbox-tailer poll`) with the classic defaults and with a tuned setting, Debezium 3.6.3
 //! (embedded engine with the Outbox Event Router and a KafkaProducer; installed by the
 //! harness, see `relay::debezium`) with its defaults and with one tuned setting, and
-//! `pg_recvlogical` draining to /dev/null (the walsender's own limit on this machine).
+//! `pg_recvlogical` draining to /dev/null (the walsender's own limit on this machine). For
+//! diagnosis, `--relays debezium-engine` drains with Debezium's engine alone (nothing sent).
 //!
 //! Scenarios: backlog drain (events in 100-event transactions, and single-event transactions,
 //! written while the relays are stopped; time to first event, to last event acked, to the slot
@@ -101,6 +102,16 @@ pub enum ScenarioKind {
     Huge,
     /// Duplicates after a clean restart and after SIGKILL; idle slot lag.
     Behaviour,
+}
+
+impl ScenarioKind {
+    /// A backlog every relay drains in turn.
+    pub fn is_drain(self) -> bool {
+        matches!(
+            self,
+            ScenarioKind::BacklogBatched | ScenarioKind::BacklogSingle | ScenarioKind::Huge
+        )
+    }
 }
 
 /// Workload sizes.
@@ -271,6 +282,8 @@ pub async fn run_into(options: &BenchOptions, out: &mut Option<Report>) -> anyho
                 .iter()
                 .copied()
                 .filter(|r| !r.is_debezium() || debezium_in(kind))
+                // The engine-alone diagnosis publishes nothing: drains only.
+                .filter(|r| r.publishes() || kind.is_drain())
                 .collect(),
             poll_window: std::time::Duration::from_secs(sizes.poll_window_seconds),
             live_grace: std::time::Duration::from_secs(sizes.live_grace_seconds),

@@ -120,7 +120,7 @@ impl Env {
                 &self.bootstrap(),
                 self.kind,
             ),
-            RelayKind::Debezium | RelayKind::DebeziumTuned => {
+            RelayKind::Debezium | RelayKind::DebeziumTuned | RelayKind::DebeziumEngine => {
                 let debezium = self
                     .tools
                     .debezium
@@ -425,17 +425,20 @@ impl Env {
         let harness0 = process_cpu_ms("self");
         let wal0 = self.current_lsn().await?;
         let started = Instant::now();
-        let watcher = Watcher::spawn(
-            &self.bootstrap(),
-            ORDER_TOPIC,
-            &base,
-            events,
-            started,
-            self.counting(),
-        );
+        let watcher = match relay.publishes() {
+            true => Progress::Broker(Watcher::spawn(
+                &self.bootstrap(),
+                ORDER_TOPIC,
+                &base,
+                events,
+                started,
+                self.counting(),
+            )),
+            false => Progress::Runner { events, started },
+        };
         let mut running = self.start_relay(relay)?;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
-        while !watcher.is_finished() {
+        while !watcher.is_finished(&running) {
             self.ensure_alive(relay, &mut running)?;
             if window.is_some_and(|w| started.elapsed() >= w) {
                 break;
@@ -448,8 +451,8 @@ impl Env {
             tick.tick().await;
         }
         let window_end = started.elapsed();
-        let seen = watcher.seen();
-        let arrivals = watcher.join()?;
+        let seen = watcher.seen(&running);
+        let arrivals = watcher.join(&running)?;
         // Debezium with its default offset flush interval (1 min) confirms late; wait for
         // that, but not forever.
         let confirmed = match (arrivals.all, end) {
@@ -485,7 +488,10 @@ impl Env {
         Ok(Row {
             scenario: scenario.to_owned(),
             relay: relay.label(),
-            broker: self.broker_name().into(),
+            broker: match relay.publishes() {
+                true => self.broker_name().into(),
+                false => "none".into(),
+            },
             events,
             seconds: seconds.as_secs_f64(),
             first_event_seconds: arrivals.first.map(|d| d.as_secs_f64()),
@@ -502,6 +508,47 @@ impl Env {
             vacuum_ms,
             latency_ms: None,
         })
+    }
+}
+
+/// How a drain's progress is watched: the records in the broker, or (for the engine-alone
+/// diagnosis, which publishes nothing) the runner's own count.
+enum Progress {
+    Broker(Watcher),
+    Runner { events: u64, started: Instant },
+}
+
+impl Progress {
+    fn runner_count(running: &Running) -> crate::relay::debezium::AckState {
+        running.acks.as_ref().map(|a| a.get()).unwrap_or_default()
+    }
+
+    fn is_finished(&self, running: &Running) -> bool {
+        match self {
+            Progress::Broker(w) => w.is_finished(),
+            Progress::Runner { events, .. } => Self::runner_count(running).total >= *events,
+        }
+    }
+
+    fn seen(&self, running: &Running) -> u64 {
+        match self {
+            Progress::Broker(w) => w.seen(),
+            Progress::Runner { .. } => Self::runner_count(running).total,
+        }
+    }
+
+    fn join(self, running: &Running) -> anyhow::Result<kafka::Arrivals> {
+        match self {
+            Progress::Broker(w) => w.join(),
+            Progress::Runner { events, started } => {
+                let count = Self::runner_count(running);
+                let since = |t: Option<Instant>| t.map(|t| t.duration_since(started));
+                Ok(kafka::Arrivals {
+                    first: since(count.first),
+                    all: since(count.last).filter(|_| count.total >= events),
+                })
+            }
+        }
     }
 }
 

@@ -91,3 +91,28 @@ async fn debezium_delivers_every_event_in_every_scenario() -> anyhow::Result<()>
     assert!(b.slot_lost.is_some(), "{b:?}");
     Ok(())
 }
+
+/// The diagnosis relay: Debezium's engine with nothing sent to Kafka drains, timed by the
+/// runner's own count, and is left out of the scenarios that read the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debezium_engine_alone_drains_and_publishes_nothing() -> anyhow::Result<()> {
+    let report = outbox_bench::run(&options(
+        vec![RelayKind::DebeziumEngine],
+        vec![ScenarioKind::BacklogBatched, ScenarioKind::Live],
+    ))
+    .await?;
+    let label = RelayKind::DebeziumEngine.label();
+    let rows: Vec<_> = report.rows.iter().filter(|r| r.relay == label).collect();
+    assert_eq!(rows.len(), 1, "one drain, no live row: {:#?}", report.rows);
+    let r = rows[0];
+    assert_eq!(r.broker, "none", "{r:?}");
+    assert!(
+        r.published.is_none()
+            && r.first_event_seconds
+                .is_some_and(|s| s > 0.0 && s <= r.seconds)
+            && r.confirmed_seconds.is_some_and(|s| s >= r.seconds)
+            && r.relay_cpu_ms.is_some_and(|ms| ms > 0),
+        "{r:?}"
+    );
+    Ok(())
+}

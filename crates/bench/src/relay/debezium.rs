@@ -41,8 +41,14 @@ rootLogger.appenderRef.err.ref = err
 /// The one tuned setting of the second Debezium variant, with Debezium's documentation's words:
 /// `offset.flush.interval.ms` "Interval at which to try committing offsets. The default is
 /// 1 minute." The PostgreSQL connector confirms an LSN to the slot only when offsets are
-/// committed, so with the default the slot's `confirmed_flush_lsn` moves once a minute; 0
-/// commits (and confirms) after every batch.
+/// committed, so with the default the slot's `confirmed_flush_lsn` moves once a minute (and a
+/// crash re-publishes up to a minute of events); 0 commits (and confirms) after every batch.
+///
+/// `poll.interval.ms` (how long the connector lets change events accumulate before it hands
+/// over a batch, 500 ms by default) was measured too and is not part of it: at 5 ms the median
+/// latency at 1,000 events/s fell from ~400 ms to 22 ms, but at 10,000 events/s in 10-event
+/// transactions it rose from 2.5 s to 12.6 s, as every small batch waits for its acks
+/// (docs/benchmarks.md, "Debezium's poll interval").
 pub const TUNED: &[(&str, &str)] = &[("offset.flush.interval.ms", "0")];
 pub const TUNED_LABEL: &str = "offset.flush.interval.ms=0";
 
@@ -165,8 +171,12 @@ impl Debezium {
             // client misreads as a 1,179,648 ms (~20 min) throttle, so nothing is sent.
             props.push(("bench.mock.unthrottle".into(), "true".into()));
         }
-        if kind == RelayKind::DebeziumTuned {
-            props.extend(TUNED.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        match kind {
+            RelayKind::DebeziumTuned => {
+                props.extend(TUNED.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            }
+            RelayKind::DebeziumEngine => props.push(("bench.sink".into(), "none".into())),
+            _ => {}
         }
         // For experiments: `OUTBOX_BENCH_DEBEZIUM_PROPS="max.batch.size=20480 producer.linger.ms=5"`
         // adds engine (or `producer.`) properties to both variants.
@@ -182,7 +192,10 @@ impl Debezium {
             .create(true)
             .append(true)
             .open(state_dir.join("debezium.log"))?;
+        // For profiling: `OUTBOX_BENCH_DEBEZIUM_JAVA_OPTS="-XX:StartFlightRecording=filename=/tmp/d.jfr,settings=profile"`.
+        let java_opts = std::env::var("OUTBOX_BENCH_DEBEZIUM_JAVA_OPTS").unwrap_or_default();
         let mut child = Command::new(&self.java)
+            .args(java_opts.split_whitespace())
             .arg("-cp")
             .arg(&self.classpath)
             .arg(format!(

@@ -20,6 +20,9 @@ pub enum RelayKind {
     Debezium,
     /// Debezium with the one tuned setting (see `debezium::TUNED`).
     DebeziumTuned,
+    /// Diagnosis, drains only: Debezium's engine and Outbox Event Router with nothing sent to
+    /// Kafka (the runner's `bench.sink=none`), timed by the runner's own count. Not a relay.
+    DebeziumEngine,
     /// `outbox-tailer poll` with the classic defaults: every 2 s, 10 rows.
     PollClassic,
     /// `outbox-tailer poll` with the tuned setting (see `poll::Tuned`).
@@ -33,6 +36,7 @@ impl RelayKind {
             RelayKind::Tailer => "outbox-tailer".into(),
             RelayKind::Debezium => "Debezium 3.6.3 (defaults)".into(),
             RelayKind::DebeziumTuned => format!("Debezium 3.6.3 ({})", debezium::TUNED_LABEL),
+            RelayKind::DebeziumEngine => "Debezium 3.6.3 engine alone (no Kafka)".into(),
             RelayKind::PollClassic => "polling classic (2 s, 10 rows)".into(),
             RelayKind::PollTuned => format!("polling tuned ({})", poll::tuned_args()),
         }
@@ -44,12 +48,21 @@ impl RelayKind {
             RelayKind::Tailer => Some("bench_tailer"),
             RelayKind::Debezium => Some("bench_debezium"),
             RelayKind::DebeziumTuned => Some("bench_debezium_tuned"),
+            RelayKind::DebeziumEngine => Some("bench_debezium_engine"),
             RelayKind::PollClassic | RelayKind::PollTuned => None,
         }
     }
 
     pub fn is_debezium(self) -> bool {
-        matches!(self, RelayKind::Debezium | RelayKind::DebeziumTuned)
+        matches!(
+            self,
+            RelayKind::Debezium | RelayKind::DebeziumTuned | RelayKind::DebeziumEngine
+        )
+    }
+
+    /// Whether the relay publishes to the broker (every one but the engine-alone diagnosis).
+    pub fn publishes(self) -> bool {
+        self != RelayKind::DebeziumEngine
     }
 
     pub fn is_polling(self) -> bool {
