@@ -136,8 +136,7 @@ pub async fn run(env: &Env, sizes: &Sizes) -> anyhow::Result<Vec<BehaviourRow>> 
     // Last: it invalidates every slot of the cluster.
     let slotted: Vec<RelayKind> = slotted_relays(env);
     if !slotted.is_empty() {
-        // Debezium alone takes about 5 s to start here.
-        let wait = Duration::from_secs((sizes.idle_seconds * 6).max(30));
+        let wait = Duration::from_secs(sizes.slot_lost_wait_seconds);
         let lost = slot_lost(env, &slotted, wait).await?;
         for (relay, outcome) in slotted.iter().zip(lost) {
             if let Some(row) = rows.iter_mut().find(|r| r.relay == relay.label()) {

@@ -131,6 +131,10 @@ pub struct Sizes {
     /// Live: seconds after the writes within which every event must have arrived; a relay
     /// still behind then does not keep up with the rate.
     pub live_grace_seconds: u64,
+    /// Behaviour: how long a relay started on an invalidated slot may keep running before it
+    /// is stopped and reported as still running (Debezium gave up after ~83 s here).
+    #[serde(default = "Sizes::slot_lost_wait_before")]
+    pub slot_lost_wait_seconds: u64,
 }
 
 impl Sizes {
@@ -154,6 +158,11 @@ impl Sizes {
         sizes
     }
 
+    /// The wait of results written before the setting existed.
+    fn slot_lost_wait_before() -> u64 {
+        60
+    }
+
     fn defaults(smoke: bool) -> Sizes {
         if smoke {
             Sizes {
@@ -173,6 +182,7 @@ impl Sizes {
                 idle_seconds: 2,
                 poll_window_seconds: 3,
                 live_grace_seconds: 3,
+                slot_lost_wait_seconds: 30,
             }
         } else {
             Sizes {
@@ -193,6 +203,7 @@ impl Sizes {
                 idle_seconds: 10,
                 poll_window_seconds: 30,
                 live_grace_seconds: 15,
+                slot_lost_wait_seconds: 300,
             }
         }
     }
