@@ -34,17 +34,21 @@ def seconds(ts):
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
+def events(recording, kind, *options):
+    """The text of every `kind` event in the recording, one string each."""
+    text = subprocess.run(["jfr", "print", *options, "--events", kind, recording],
+                          check=True, capture_output=True, text=True).stdout
+    return text.split(kind)[1:]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("recording")
     parser.add_argument("--skip", type=float, default=10.0,
                         help="seconds after the first streaming sample to leave out (JIT warm-up)")
     args = parser.parse_args()
-    text = subprocess.run(
-        ["jfr", "print", "--stack-depth", "80", "--events", "jdk.ExecutionSample", args.recording],
-        check=True, capture_output=True, text=True).stdout
     samples = []
-    for event in text.split("jdk.ExecutionSample")[1:]:
+    for event in events(args.recording, "jdk.ExecutionSample", "--stack-depth", "80"):
         ts = re.search(r"startTime = (\S+)", event)
         thread = re.search(r'sampledThread = "([^"]*)"', event)
         if not ts or not thread:
@@ -60,11 +64,8 @@ def main():
     threads = collections.Counter(thread for _, thread, _ in window)
     for thread, n in threads.most_common(6):
         print(f"  {100 * n / len(window):5.1f}%  {thread}")
-    loads = subprocess.run(
-        ["jfr", "print", "--events", "jdk.ThreadCPULoad", args.recording],
-        check=True, capture_output=True, text=True).stdout
     busy = []
-    for event in loads.split("jdk.ThreadCPULoad")[1:]:
+    for event in events(args.recording, "jdk.ThreadCPULoad"):
         ts = re.search(r"startTime = (\S+)", event)
         thread = re.search(r'eventThread = "([^"]*)"', event)
         if ts and thread and STREAMING_THREAD in thread.group(1) and lo <= seconds(ts.group(1)) <= hi:
@@ -74,6 +75,16 @@ def main():
     if busy:
         print(f"streaming thread's CPU: {sum(busy) / len(busy):.1f}% of the machine "
               f"({len(busy)} readings; on 2 cores, 50% is one core)")
+    whole = collections.defaultdict(list)
+    for event in events(args.recording, "jdk.CPULoad"):
+        ts = re.search(r"startTime = (\S+)", event)
+        if ts and lo <= seconds(ts.group(1)) <= hi:
+            for key in ("jvmUser", "jvmSystem", "machineTotal"):
+                whole[key].append(float(re.search(key + r" = ([\d.]+)%", event).group(1)))
+    if whole:
+        mean = {k: sum(v) / len(v) for k, v in whole.items()}
+        print(f"JVM: {mean['jvmUser'] + mean['jvmSystem']:.1f}% of the machine, the machine "
+              f"{mean['machineTotal']:.1f}% busy ({len(whole['machineTotal'])} readings)")
     mine = [frames for _, thread, frames in window if STREAMING_THREAD in thread]
     print(f"streaming thread, {len(mine)} samples:")
     kinds = collections.Counter()
