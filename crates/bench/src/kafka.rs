@@ -224,8 +224,10 @@ pub fn ids_since(
 ) -> anyhow::Result<Vec<String>> {
     let to: HashMap<i32, i64> = marks(bootstrap, topic, counting)?.into_iter().collect();
     let c = consumer(bootstrap)?;
-    // Records the broker already dropped can never be read: say so instead of waiting.
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0i64;
     for (p, o) in from {
+        // Records the broker already dropped can never be read: say so instead of waiting.
         let (low, _) = c.fetch_watermarks(topic, *p, Duration::from_secs(5))?;
         anyhow::ensure!(
             low <= *o,
@@ -233,10 +235,6 @@ pub fn ids_since(
              this step wrote (librdkafka's mock cluster keeps only a partition's last 5 MB; \
              write fewer events or use --broker tansu)"
         );
-    }
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    for (p, o) in from {
         tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
         remaining += to[p] - o;
     }

@@ -425,16 +425,17 @@ impl Env {
         let harness0 = process_cpu_ms("self");
         let wal0 = self.current_lsn().await?;
         let started = Instant::now();
-        let watcher = match relay.publishes() {
-            true => Progress::Broker(Watcher::spawn(
+        let watcher = if relay.publishes() {
+            Progress::Broker(Watcher::spawn(
                 &self.bootstrap(),
                 ORDER_TOPIC,
                 &base,
                 events,
                 started,
                 self.counting(),
-            )),
-            false => Progress::Runner { events, started },
+            ))
+        } else {
+            Progress::Runner { events, started }
         };
         let mut running = self.start_relay(relay)?;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -488,9 +489,10 @@ impl Env {
         Ok(Row {
             scenario: scenario.to_owned(),
             relay: relay.label(),
-            broker: match relay.publishes() {
-                true => self.broker_name().into(),
-                false => "none".into(),
+            broker: if relay.publishes() {
+                self.broker_name().into()
+            } else {
+                "none".into()
             },
             events,
             seconds: seconds.as_secs_f64(),
