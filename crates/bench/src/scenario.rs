@@ -593,7 +593,7 @@ async fn live_one(
     let bootstrap = env.bootstrap();
     let warm = kafka::marks(&bootstrap, LIVE_TOPIC, env.counting())?;
     env.client
-        .execute(workload::LIVE_INSERT, &[&-1i64, &kafka::now_us(), &1i64])
+        .execute(workload::LIVE_INSERT, &[&-1i64, &1i64])
         .await?;
     env.wait_records(
         relay,
