@@ -31,7 +31,8 @@ pub use relay::RelayKind;
 pub use report::Report;
 pub use workload::LiveRate;
 
-/// Measures the tailer against the walsender's own limit, on this machine.
+/// outbox-tailer, Debezium, polling and `pg_recvlogical` (the walsender's own limit) side by side, on
+/// this machine, on the same data.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "outbox-bench", version)]
 pub struct BenchOptions {
