@@ -6,109 +6,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::kafka::{self, ORDER_TOPIC};
 use crate::relay::{RelayKind, Running};
+use crate::rows::{BehaviourRow, IdleLag, SlotLost};
 use crate::scenario::Env;
 use crate::workload::{self, Backlog};
 use crate::Sizes;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct BehaviourRow {
-    pub relay: String,
-    pub broker: String,
-    /// Clean restart: events written (half before the SIGTERM, half after the restart),
-    /// records published for them, and how many of those were duplicates.
-    pub restart_events: u64,
-    pub restart_published: u64,
-    pub restart_duplicates: u64,
-    /// SIGKILL: events written before the start, records in the broker when the kill came,
-    /// records published in all, duplicates.
-    pub kill_events: u64,
-    pub kill_after: u64,
-    pub kill_published: u64,
-    pub kill_duplicates: u64,
-    /// Idle (relays with a slot): WAL written by transactions on `orders` (not published) while
-    /// the relay ran, the slot's lag when the writes stopped and `idle_seconds` later, and when
-    /// the slot caught up (`None`: not within that wait).
-    pub idle: Option<IdleLag>,
-    /// Invalidated slot (relays with a slot): what the relay did when started on a slot
-    /// PostgreSQL had invalidated (`wal_status = lost`) while it was stopped.
-    #[serde(default)]
-    pub slot_lost: Option<SlotLost>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SlotLost {
-    /// Seconds from the start until the relay exited; `None`: still running after
-    /// `wait_seconds` (then killed).
-    pub exited_seconds: Option<f64>,
-    /// The exit code (`None` when killed by a signal or still running).
-    pub exit_code: Option<i32>,
-    pub wait_seconds: u64,
-}
-
-impl SlotLost {
-    pub fn describe(&self) -> String {
-        match self.exited_seconds {
-            Some(s) => format!(
-                "exited after {s:.2} s (code {})",
-                self.exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "none".into())
-            ),
-            None => format!("still running after {} s", self.wait_seconds),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct IdleLag {
-    pub wal_bytes: i64,
-    pub lag_at_end: i64,
-    pub lag_after_wait: i64,
-    pub wait_seconds: u64,
-    pub caught_up_seconds: Option<f64>,
-}
-
-impl IdleLag {
-    pub fn describe(&self) -> String {
-        format!(
-            "{} B WAL written; lag {} B at the end, {} B {} s later{}",
-            self.wal_bytes,
-            self.lag_at_end,
-            self.lag_after_wait,
-            self.wait_seconds,
-            self.caught_up_seconds
-                .map(|s| format!(" (caught up after {s:.2} s)"))
-                .unwrap_or_default(),
-        )
-    }
-}
-
-impl BehaviourRow {
-    pub fn one_line(&self) -> String {
-        format!(
-            "behaviour | {} | {}: clean restart {} duplicates of {} events; SIGKILL (after {} in broker) {} duplicates of {}; idle: {}; invalidated slot: {}",
-            self.relay,
-            self.broker,
-            self.restart_duplicates,
-            self.restart_events,
-            self.kill_after,
-            self.kill_duplicates,
-            self.kill_events,
-            self.idle
-                .as_ref()
-                .map(IdleLag::describe)
-                .unwrap_or_else(|| "no slot".into()),
-            self.slot_lost
-                .as_ref()
-                .map(SlotLost::describe)
-                .unwrap_or_else(|| "no slot".into()),
-        )
-    }
-}
 
 pub async fn run(env: &Env, sizes: &Sizes) -> anyhow::Result<Vec<BehaviourRow>> {
     let mut rows = Vec::new();

@@ -20,6 +20,7 @@ pub mod measure;
 pub mod plots;
 pub mod relay;
 pub mod report;
+pub mod rows;
 pub mod scenario;
 pub mod workload;
 

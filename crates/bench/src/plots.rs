@@ -6,34 +6,34 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::report::{Report, Row};
+use crate::rows::Row;
 
 const PANEL_WIDTH: u32 = 330;
 const HEIGHT: u32 = 420;
 const LEGEND_HEIGHT: u32 = 110;
 
-/// `<stem>-drain.svg` and `<stem>-live.svg` in `dir`.
-pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
-    let stem = report.stem();
-    let relays = relays(&report.rows);
-    let drains = panels(report, &relays, false, |r| Some(vec![r.rate()]));
+/// `<stem>-drain.svg` and `<stem>-live.svg` in `dir`, from a run's `rows` on the broker that
+/// `broker_label` names.
+pub fn write(rows: &[Row], stem: &str, broker_label: &str, dir: &Path) -> anyhow::Result<()> {
+    let relays = relays(rows);
+    let drains = panels(rows, &relays, false, |r| Some(vec![r.rate()]));
     if !drains.is_empty() {
         draw(
             &dir.join(format!("{stem}-drain.svg")),
-            &format!("Drain rate, events/s ({})", report.broker_label()),
+            &format!("Drain rate, events/s ({broker_label})"),
             &drains,
             &relays,
             "bars: events/s (classic polling: rate in its bounded window)",
         )?;
     }
-    let live = panels(report, &relays, true, |r| {
+    let live = panels(rows, &relays, true, |r| {
         let [p50, p99, _] = r.latency_ms?;
         Some(vec![p50, p99])
     });
     if !live.is_empty() {
         draw(
             &dir.join(format!("{stem}-live.svg")),
-            &format!("Commit-to-consume latency, ms ({})", report.broker_label()),
+            &format!("Commit-to-consume latency, ms ({broker_label})"),
             &live,
             &relays,
             "per relay: left bar p50, right bar p99",
@@ -44,16 +44,15 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
 
 /// One panel per scenario (live or not), each relay's bars from `values`.
 fn panels(
-    report: &Report,
+    rows: &[Row],
     relays: &[String],
     live: bool,
     values: impl Fn(&Row) -> Option<Vec<f64>>,
 ) -> Vec<Panel> {
-    scenarios(&report.rows, live)
+    scenarios(rows, live)
         .into_iter()
         .map(|scenario| Panel {
-            bars: report
-                .rows
+            bars: rows
                 .iter()
                 .filter(|r| r.scenario == scenario)
                 .filter_map(|r| Some((index(relays, &r.relay), values(r)?)))

@@ -1,101 +1,12 @@
-//! Results: one row per (scenario, relay), written as JSON and as a markdown table.
+//! Results: a run's rows with the machine and sizes they were measured on, and the issue's
+//! targets checked against them; written as JSON, as markdown tables and as plots.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::behaviour::BehaviourRow;
+use crate::rows::{BehaviourRow, Row};
 use crate::{BenchOptions, Sizes};
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Row {
-    pub scenario: String,
-    pub relay: String,
-    pub broker: String,
-    pub events: u64,
-    /// Drains: from the relay's start until the last event is in the broker (acked);
-    /// `pg_recvlogical`: until it reached the end LSN. Live: the write phase.
-    pub seconds: f64,
-    /// Drains: from the relay's start until its first event is in the broker (start-up).
-    pub first_event_seconds: Option<f64>,
-    /// Drains: from the relay's start until its slot's `confirmed_flush_lsn` reached the end
-    /// (`None`: not within 2 minutes after the last ack).
-    pub confirmed_seconds: Option<f64>,
-    pub peak_rss_kib: Option<u64>,
-    pub pg_cpu_ms: Option<u64>,
-    /// CPU time of the relay's process during the drain.
-    pub relay_cpu_ms: Option<u64>,
-    /// CPU time of the harness during the drain: the mock cluster (in-process) and the watcher.
-    pub harness_cpu_ms: Option<u64>,
-    pub wal_bytes: Option<i64>,
-    /// p50, p99, max in milliseconds (commit to consume).
-    pub latency_ms: Option<[f64; 3]>,
-    /// Records the relay published when it did not publish all `events`: drains stopped after
-    /// a bounded window (`seconds` is then the window), live runs where the relay fell behind
-    /// (latency is then that of the events that arrived).
-    pub published: Option<u64>,
-    /// Outbox rows the relay updated (marked published): each leaves a dead row version for
-    /// vacuum, whether or not page pruning already shrank it.
-    pub obsolete_rows: Option<i64>,
-    /// Dead tuples in the outbox table after the relay ran (`pgstattuple`; page pruning during
-    /// the relay's own scans removes some before vacuum).
-    pub dead_tuples: Option<i64>,
-    /// Autovacuum runs on the outbox table while the relay ran.
-    pub autovacuums: Option<i64>,
-    /// A manual `VACUUM outbox` after the relay ran: the vacuum work it left behind.
-    pub vacuum_ms: Option<f64>,
-}
-
-impl Row {
-    pub fn rate(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.published.unwrap_or(self.events) as f64 / self.seconds
-        } else {
-            0.0
-        }
-    }
-
-    /// A drain stopped after a bounded window: the time all `events` would take at the
-    /// measured rate (an extrapolation, not a measurement).
-    pub fn extrapolated_seconds(&self) -> Option<f64> {
-        let rate = self.rate();
-        (self.published.is_some() && self.latency_ms.is_none() && rate > 0.0)
-            .then(|| self.events as f64 / rate)
-    }
-
-    pub fn is_live(&self) -> bool {
-        self.latency_ms.is_some()
-    }
-
-    pub fn one_line(&self) -> String {
-        match self.latency_ms {
-            Some([p50, p99, max]) => format!(
-                "{} | {} | {}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
-                self.scenario, self.relay, self.broker
-            ),
-            None => match self.published {
-                Some(n) => format!(
-                    "{} | {} | {}: {n} events in a {:.0} s window, {:.1} events/s (all {} would take ~{:.0} s, extrapolated)",
-                    self.scenario,
-                    self.relay,
-                    self.broker,
-                    self.seconds,
-                    self.rate(),
-                    self.events,
-                    self.extrapolated_seconds().unwrap_or_default()
-                ),
-                None => format!(
-                    "{} | {} | {}: {:.2} s, {:.0} events/s",
-                    self.scenario,
-                    self.relay,
-                    self.broker,
-                    self.seconds,
-                    self.rate()
-                ),
-            },
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
@@ -358,7 +269,7 @@ impl Report {
             serde_json::to_string_pretty(self)?,
         )?;
         std::fs::write(dir.join(format!("results-{stem}.md")), self.markdown())?;
-        crate::plots::write(self, dir)?;
+        crate::plots::write(&self.rows, &stem, self.broker_label(), dir)?;
         Ok(())
     }
 }
