@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use outbox_tailer::config::{AnyCommand, Command as TailerCommand, CommandLine, SourceConfig};
-use outbox_tailer::source::PgSource;
+use outbox_tailer::config::{Command as TailerCommand, CommandLine, SourceConfig};
+use outbox_tailer::relay::source::PgSource;
 use outbox_tailer::TailerError;
 use outbox_testkit::{PgConfig, ServerCert, TansuBroker, TansuStorage};
 use pgoutput::Lsn;
@@ -166,17 +166,14 @@ fn source_config(conn: &str, password: Option<&str>) -> SourceConfig {
         .expect("valid flags")
         .command
     {
-        AnyCommand::Core(TailerCommand::Setup(args)) => args
-            .db
-            .resolve(&Default::default())
-            .expect("valid configuration"),
+        TailerCommand::Setup(args) => args.db.resolve().expect("valid configuration"),
         _ => unreachable!(),
     }
 }
 
 /// Open the replication stream as `run` would, then close it.
 async fn replication_connect(source: &SourceConfig) -> Result<(), TailerError> {
-    use outbox_tailer::source::Source as _;
+    use outbox_tailer::relay::source::Source as _;
     let s = PgSource::connect(source, Lsn::from(0), Duration::from_secs(1)).await?;
     s.close().await;
     Ok(())
@@ -376,7 +373,7 @@ async fn a_client_certificate_logs_in_without_a_password() -> anyhow::Result<()>
         None,
     );
     assert_fatal(
-        outbox_tailer::setup::preflight(&bare, false).await,
+        outbox_tailer::pg::setup::preflight(&bare, false).await,
         &[
             "requires a valid client certificate",
             "set sslcert and sslkey",
@@ -406,7 +403,7 @@ async fn tls_misconfigurations_fail_at_once_with_a_clear_error() -> anyhow::Resu
     );
     let phrases = ["not signed by a CA in sslrootcert", "UnknownIssuer"];
     assert_fatal(
-        outbox_tailer::setup::preflight(&wrong_ca, false).await,
+        outbox_tailer::pg::setup::preflight(&wrong_ca, false).await,
         &phrases,
     );
     assert_fatal(replication_connect(&wrong_ca).await, &phrases);
@@ -422,7 +419,7 @@ async fn tls_misconfigurations_fail_at_once_with_a_clear_error() -> anyhow::Resu
     );
     let phrases = ["not valid for this host name", "verify-ca"];
     assert_fatal(
-        outbox_tailer::setup::preflight(&wrong_name, false).await,
+        outbox_tailer::pg::setup::preflight(&wrong_name, false).await,
         &phrases,
     );
     assert_fatal(replication_connect(&wrong_name).await, &phrases);
@@ -436,7 +433,7 @@ async fn tls_misconfigurations_fail_at_once_with_a_clear_error() -> anyhow::Resu
         ),
         pw,
     );
-    outbox_tailer::setup::preflight(&chain_only, false).await?;
+    outbox_tailer::pg::setup::preflight(&chain_only, false).await?;
     replication_connect(&chain_only).await?;
     // …but not a CA that did not sign the certificate.
     let chain_wrong_ca = source_config(
@@ -449,7 +446,7 @@ async fn tls_misconfigurations_fail_at_once_with_a_clear_error() -> anyhow::Resu
     );
     let phrases = ["not signed by a CA in sslrootcert"];
     assert_fatal(
-        outbox_tailer::setup::preflight(&chain_wrong_ca, false).await,
+        outbox_tailer::pg::setup::preflight(&chain_wrong_ca, false).await,
         &phrases,
     );
     assert_fatal(replication_connect(&chain_wrong_ca).await, &phrases);
@@ -458,7 +455,7 @@ async fn tls_misconfigurations_fail_at_once_with_a_clear_error() -> anyhow::Resu
     let plain = source_config(&relay_conn(env, "127.0.0.1", "sslmode=disable"), pw);
     let phrases = ["no encryption", "hostssl", "sslmode="];
     assert_fatal(
-        outbox_tailer::setup::preflight(&plain, false).await,
+        outbox_tailer::pg::setup::preflight(&plain, false).await,
         &phrases,
     );
     assert_fatal(replication_connect(&plain).await, &phrases);
@@ -550,7 +547,7 @@ async fn scram_passwords_from_flag_env_and_connection_string_and_a_wrong_one_fai
         ],
     );
     assert_fatal(
-        outbox_tailer::setup::preflight(&wrong, false).await,
+        outbox_tailer::pg::setup::preflight(&wrong, false).await,
         &[
             "password authentication failed",
             "check the user and password",
@@ -588,7 +585,7 @@ async fn least_privilege_role_runs_and_setup_without_rights_says_what_to_grant(
     let relay = source_config(&conn, Some(RELAY_PASSWORD));
 
     // setup as relay: not the table's owner, so no publication; the message says what to do.
-    let e = outbox_tailer::setup::setup(&relay).await.unwrap_err();
+    let e = outbox_tailer::pg::setup::setup(&relay).await.unwrap_err();
     let text = e.to_string();
     for phrase in [
         "permission denied",
@@ -611,7 +608,7 @@ async fn least_privilege_role_runs_and_setup_without_rights_says_what_to_grant(
         ),
         Some("norepl-pw-31"),
     );
-    let e = outbox_tailer::setup::setup(&norepl).await.unwrap_err();
+    let e = outbox_tailer::pg::setup::setup(&norepl).await.unwrap_err();
     let text = e.to_string();
     for phrase in [
         "cannot create slot outbox_slot",
@@ -622,7 +619,7 @@ async fn least_privilege_role_runs_and_setup_without_rights_says_what_to_grant(
     }
 
     // relay has what setup needs for the slot (REPLICATION), and runs.
-    let report = outbox_tailer::setup::setup(&relay).await?;
+    let report = outbox_tailer::pg::setup::setup(&relay).await?;
     assert!(
         report.actions.iter().any(|a| a.starts_with("created slot")),
         "{report:?}"

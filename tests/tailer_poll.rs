@@ -5,8 +5,8 @@ mod support;
 use std::time::Duration;
 
 use clap::Parser;
-use outbox_tailer::config::{AnyCommand, CommandLine};
-use outbox_tailer::poll::PollConfig;
+use outbox_tailer::config::PollConfig;
+use outbox_tailer::config::{Command, CommandLine};
 use serde_json::json;
 use support::*;
 use tokio::sync::oneshot;
@@ -22,11 +22,10 @@ fn spawn_poll(
     let mut argv = vec!["outbox-tailer".to_string(), "poll".into()];
     argv.extend(env.run_args(&[]).into_iter().skip(1));
     argv.extend(flags.iter().map(|s| s.to_string()));
-    let AnyCommand::Poll(args) = CommandLine::try_parse_from(argv).unwrap().command else {
+    let Command::Poll(args) = CommandLine::try_parse_from(argv).unwrap().command else {
         panic!("not a poll command");
     };
-    let config = args.run.resolve().unwrap();
-    let poll = args.poll_config().unwrap();
+    let (config, poll) = args.resolve().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(outbox_tailer::poll::poll(config, poll, async move {
         let _ = rx.await;
@@ -37,10 +36,10 @@ fn spawn_poll(
 #[test]
 fn defaults_are_the_classic_example() {
     let argv = ["outbox-tailer", "poll"];
-    let AnyCommand::Poll(args) = CommandLine::try_parse_from(argv).unwrap().command else {
+    let Command::Poll(args) = CommandLine::try_parse_from(argv).unwrap().command else {
         panic!("not a poll command");
     };
-    let p = args.poll_config().unwrap();
+    let (_, p) = args.resolve().unwrap();
     assert_eq!(
         (p.interval, p.batch, p.drain),
         (

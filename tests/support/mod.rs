@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use outbox_tailer::config::{Cli, Command as TailerCommand, TailerConfig};
+use outbox_tailer::config::{Command as TailerCommand, CommandLine, TailerConfig};
 use outbox_tailer::{Stats, TailerError};
 use outbox_testkit::{
     consume_until, KafkaRecord, PgCluster, PgConfig, TansuBroker, TansuStorage, TestDb,
@@ -86,16 +86,19 @@ impl Env {
     pub fn config(&self, extra: &[&str]) -> TailerConfig {
         let mut argv = vec!["outbox-tailer".to_string()];
         argv.extend(self.run_args(extra));
-        match Cli::try_parse_from(argv).expect("valid flags").command {
+        match CommandLine::try_parse_from(argv)
+            .expect("valid flags")
+            .command
+        {
             TailerCommand::Run(args) => args.resolve().expect("valid configuration"),
-            TailerCommand::Setup(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
     /// `outbox-tailer setup`: publication, then slot.
     pub async fn setup(&self) -> anyhow::Result<()> {
         let config = self.config(&[]);
-        outbox_tailer::setup::setup(&config.source).await?;
+        outbox_tailer::pg::setup::setup(&config.source).await?;
         Ok(())
     }
 

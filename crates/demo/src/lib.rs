@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use outbox_app::orders::{create_order, FailPoint, NewOrder};
 use outbox_app::OutboxWriter;
-use outbox_tailer::config::{Cli, Command};
+use outbox_tailer::config::{Command, CommandLine};
 use outbox_testkit::{MockKafka, PgCluster, TansuBroker};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -117,11 +117,11 @@ pub async fn run(
             "3".into(),
         ]);
     }
-    let config = match Cli::try_parse_from(args)?.command {
+    let config = match CommandLine::try_parse_from(args)?.command {
         Command::Run(run) => run.resolve()?,
         _ => anyhow::bail!("unexpected command"),
     };
-    outbox_tailer::setup::setup(&config.source).await?;
+    outbox_tailer::pg::setup::setup(&config.source).await?;
     writeln!(out, "publication and slot created; starting the tailer\n")?;
     let (stop_tailer, stopped) = oneshot::channel::<()>();
     let tailer = tokio::spawn(outbox_tailer::run(config, async move {

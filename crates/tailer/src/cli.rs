@@ -4,12 +4,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::{
-    AnyCommand, Command, CommandLine, LogFormat, PeekArgs, ReplayArgs, ReplayTarget, StatusArgs,
+    Command, CommandLine, LogFormat, PeekArgs, ReplayArgs, ReplayTarget, SetupArgs, StatusArgs,
 };
 use crate::error::TailerError;
-use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -37,14 +37,15 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// Run the command line in `std::env::args()`; the exit code is 2 for bad configuration, 1 for
-/// any other failure.
+/// Run the command line in `std::env::args()`. The exit code says what to do about a failure
+/// (see [`crate::error::Action`]): 2 fix the configuration, 3 fix the database, 4 operator
+/// recovery, 5 retry, 70 a bug.
 pub fn main() -> ExitCode {
     let cli = CommandLine::parse();
     // One thread runs every task. The pipeline takes each replication message from the
-    // replication worker's task over a channel; on the multi-threaded runtime (with the
-    // pipeline in `block_on` on this thread) nearly every handover was a futex wake and a
-    // context switch between threads. librdkafka keeps its own threads for Kafka IO.
+    // replication worker's task over a channel; on the multi-threaded runtime nearly every
+    // handover was a futex wake and a context switch between threads. librdkafka keeps its
+    // own threads for Kafka IO.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,72 +53,71 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(crate::error::Action::Retry.exit_code());
         }
     };
     rt.block_on(main_async(cli))
 }
 
 async fn main_async(cli: CommandLine) -> ExitCode {
-    init_tracing(cli.log_format);
-    let result = match cli.command {
-        AnyCommand::Status(args) => status(&args).await,
-        AnyCommand::Peek(args) => peek(&args).await,
-        AnyCommand::Replay(args) => replay(&args).await,
-        AnyCommand::Poll(args) => match args
-            .run
-            .resolve()
-            .and_then(|c| Ok((c, args.poll_config()?)))
-        {
-            Ok((config, poll)) => crate::poll::poll(config, poll, shutdown_signal())
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        },
-        AnyCommand::Core(Command::Setup(args)) => {
-            match args.db.file().and_then(|f| args.db.resolve(&f)) {
-                Ok(source) => match crate::setup::setup(&source).await {
-                    Ok(report) => {
-                        for action in report.actions {
-                            println!("{action}");
-                        }
-                        crate::retention::ensure_replay_slot(&source)
-                            .await
-                            .map(|done| done.into_iter().for_each(|d| println!("{d}")))
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
-        }
-        AnyCommand::Core(Command::Run(args)) => match args.resolve() {
-            Ok(config) => crate::run(config, shutdown_signal()).await.map(|_| ()),
-            Err(e) => Err(e),
-        },
+    // The file may set the log format, so it is read before logging starts.
+    let format = cli
+        .command
+        .settings_file()
+        .and_then(|file| file.log_format())
+        .map(|from_file| cli.log_format.or(from_file).unwrap_or(LogFormat::Text));
+    init_tracing(*format.as_ref().unwrap_or(&LogFormat::Text));
+    let result = match format {
+        Ok(_) => dispatch(cli.command).await,
+        Err(e) => Err(e),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "outbox-tailer stopped");
+            tracing::error!(error = %e, kind = e.kind(), "outbox-tailer stopped");
             eprintln!("error: {e}");
-            ExitCode::from(if matches!(e, crate::TailerError::Config(_)) {
-                2
-            } else {
-                1
-            })
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), TailerError> {
+    match command {
+        Command::Run(args) => crate::run(args.resolve()?, shutdown_signal())
+            .await
+            .map(|_| ()),
+        Command::Setup(args) => setup(&args).await,
+        Command::Status(args) => status(&args).await,
+        Command::Peek(args) => peek(&args).await,
+        Command::Replay(args) => replay(&args).await,
+        Command::Poll(args) => {
+            let (config, poll) = args.resolve()?;
+            crate::poll::poll(config, poll, shutdown_signal())
+                .await
+                .map(|_| ())
         }
     }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, TailerError> {
     serde_json::to_string_pretty(value)
-        .map_err(|e| TailerError::Config(format!("cannot print JSON: {e}")))
+        .map_err(|e| TailerError::Bug(format!("cannot print JSON: {e}")))
+}
+
+async fn setup(args: &SetupArgs) -> Result<(), TailerError> {
+    let source = args.db.resolve()?;
+    let report = crate::pg::setup::setup(&source).await?;
+    for action in report.actions {
+        println!("{action}");
+    }
+    if let Some(done) = crate::pg::setup::ensure_replay_slot(&source).await? {
+        println!("{done}");
+    }
+    Ok(())
 }
 
 async fn status(args: &StatusArgs) -> Result<(), TailerError> {
-    let file = args.db.file()?;
-    let source = args.db.resolve(&file)?;
-    let thresholds = args.thresholds.resolve(&file);
+    let (source, thresholds, args) = args.resolve()?;
     let status = crate::ops::status::status(&source, thresholds).await?;
     if args.json {
         println!("{}", to_json(&status)?);
@@ -128,15 +128,15 @@ async fn status(args: &StatusArgs) -> Result<(), TailerError> {
 }
 
 async fn peek(args: &PeekArgs) -> Result<(), TailerError> {
-    let config = args.run.resolve()?;
+    let peek = args.resolve()?;
     let opts = crate::ops::peek::PeekOptions {
-        route: config.route.clone(),
-        message_prefix: config.message_prefix.clone(),
-        limit: args.limit,
-        show_payload: args.show_payload,
+        route: peek.config.route.clone(),
+        message_prefix: peek.config.message_prefix.clone(),
+        limit: peek.limit,
+        show_payload: peek.show_payload,
     };
-    let report = crate::ops::peek::peek(&config.source, &opts).await?;
-    if args.json {
+    let report = crate::ops::peek::peek(&peek.config.source, &opts).await?;
+    if peek.json {
         println!("{}", to_json(&report)?);
     } else {
         print!("{}", crate::ops::peek::render(&report));
@@ -145,11 +145,11 @@ async fn peek(args: &PeekArgs) -> Result<(), TailerError> {
 }
 
 async fn replay(args: &ReplayArgs) -> Result<(), TailerError> {
-    let config = args.run.resolve()?;
+    let (config, target) = args.resolve()?;
     let opts = crate::ops::replay::ReplayOptions {
         from: args.from_lsn,
         to: args.to_lsn,
-        target: args.to,
+        target,
         dry_run: args.dry_run,
         progress: true,
         chunk_changes: crate::ops::replay::DEFAULT_CHUNK_CHANGES,
@@ -157,7 +157,7 @@ async fn replay(args: &ReplayArgs) -> Result<(), TailerError> {
     let summary = crate::ops::replay::replay(&config, &opts, shutdown_signal()).await?;
     let text = crate::ops::replay::render(&summary);
     // Records own stdout when they go there.
-    if args.to == ReplayTarget::Stdout && !args.dry_run {
+    if target == ReplayTarget::Stdout && !args.dry_run {
         eprint!("{text}");
     } else {
         print!("{text}");
@@ -165,8 +165,8 @@ async fn replay(args: &ReplayArgs) -> Result<(), TailerError> {
     if summary.complete {
         Ok(())
     } else {
-        Err(TailerError::Preflight(format!(
-            "replay interrupted before every event was acknowledged: run it again with \
+        Err(TailerError::Interrupted(format!(
+            "replay stopped before every event was acknowledged: run it again with \
              --from-lsn {}",
             summary.resume_from_lsn
         )))

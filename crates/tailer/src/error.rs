@@ -1,42 +1,69 @@
-//! Errors of the tailer, sorted by what to do about them.
+//! Errors of the tailer, sorted by what the operator should do about them.
 //!
-//! Transient errors (connection loss, a slot still held by a dying walsender, a broker that is
-//! away) are retried with backoff. Everything else stops the tailer with a non-zero exit and a
-//! message that says what to do; none is ever skipped silently.
+//! Every error maps to one [`Action`], and each action has its own exit code, so systemd units
+//! and Kubernetes probes can script on it (`docs/operations.md` has the table):
+//!
+//! | action | exit | examples |
+//! |---|---|---|
+//! | fix the configuration | 2 | a bad flag, a wrong password, a TLS or SASL mismatch |
+//! | fix the database | 3 | `wal_level`, a missing publication or slot, a missing grant |
+//! | operator recovery | 4 | an invalidated slot, a row or record that cannot be delivered |
+//! | retry | 5 | PostgreSQL or the broker away longer than a command waits |
+//! | report a bug | 70 | an internal invariant broken, a protocol message out of place |
+//!
+//! `run` retries the transient ones (connection loss, a slot still held by a dying walsender)
+//! by itself with backoff; none of the others is ever skipped silently.
 
 use pgoutput::DecodeError;
 
-/// What went wrong, and whether retrying can help.
+/// What the operator should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing: it goes away by itself (or running the command again helps).
+    Retry,
+    /// Fix flags, environment, the file, credentials or certificates.
+    FixConfig,
+    /// Fix PostgreSQL: grants, the publication, the slot, `wal_level`.
+    FixDatabase,
+    /// Follow a recovery procedure in `docs/operations.md`.
+    Recover,
+    /// Report it: the tailer broke one of its own rules.
+    ReportBug,
+}
+
+impl Action {
+    /// The process exit code of an error with this action.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Action::FixConfig => 2,
+            Action::FixDatabase => 3,
+            Action::Recover => 4,
+            Action::Retry => 5,
+            Action::ReportBug => 70,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TailerError {
+    // Fix the configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A connection was refused for a reason the configuration controls (credentials, TLS,
+    /// SASL, the database name); the message says what to check.
+    #[error("{0}")]
+    Refused(String),
+
+    // Fix the database.
     /// The database is not set up for tailing; the message says how to fix it.
     #[error("{0}")]
-    Preflight(String),
+    Database(String),
 
-    /// PostgreSQL cannot be reached right now (down, starting up, too many connections).
+    // Operator recovery.
+    /// The slot was invalidated; the message holds the recovery steps.
     #[error("{0}")]
-    Unreachable(String),
-
-    /// PostgreSQL refused or ended the replication stream.
-    #[error("replication stream: {message}")]
-    Replication {
-        message: String,
-        sqlstate: Option<String>,
-        transient: bool,
-    },
-
-    #[error("postgres: {context}: {source}")]
-    Postgres {
-        context: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-
-    #[error("cannot decode a pgoutput message: {0}")]
-    Decode(#[from] DecodeError),
+    SlotInvalidated(String),
 
     /// An outbox row that cannot become a Kafka record, and no dead-letter topic is configured.
     #[error(
@@ -50,17 +77,38 @@ pub enum TailerError {
         reason: String,
     },
 
+    /// `replay` was asked for a range no slot holds any more; the message lists the options.
+    #[error("{0}")]
+    NotRetained(String),
+
     /// Kafka refused a record for good (not a retriable outage).
     #[error("kafka refused a record for topic {topic}: {reason}")]
     Delivery { topic: String, reason: String },
 
-    /// Shutdown was requested while waiting for the broker.
-    #[error("interrupted by shutdown while waiting for the broker")]
-    Interrupted,
-
-    /// The slot watchdog found the slot invalidated; the message holds the recovery steps.
+    // Retry.
+    /// PostgreSQL cannot be reached right now (down, starting up, too many connections).
     #[error("{0}")]
-    SlotInvalidated(String),
+    Unreachable(String),
+
+    /// Shutdown was requested while waiting for the broker or the database.
+    #[error("interrupted by shutdown: {0}")]
+    Interrupted(String),
+
+    // Sorted by what the server said.
+    /// PostgreSQL refused or ended the replication stream.
+    #[error("replication stream: {message}")]
+    Replication {
+        message: String,
+        sqlstate: Option<String>,
+        action: Action,
+    },
+
+    #[error("postgres: {context}: {source}")]
+    Postgres {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
 
     #[error("kafka: {context}: {source}")]
     Kafka {
@@ -68,169 +116,130 @@ pub enum TailerError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+
+    // Report a bug.
+    /// A pgoutput message the decoder cannot read: the server and the tailer disagree on
+    /// the protocol.
+    #[error("cannot decode a pgoutput message: {0}; this is a bug, please report it")]
+    Decode(#[from] DecodeError),
+
+    /// An internal invariant was broken.
+    #[error("{0}; this is a bug, please report it")]
+    Bug(String),
 }
 
 impl TailerError {
+    /// What the operator should do.
+    pub fn action(&self) -> Action {
+        match self {
+            TailerError::Config(_) | TailerError::Refused(_) => Action::FixConfig,
+            TailerError::Database(_) => Action::FixDatabase,
+            TailerError::SlotInvalidated(_)
+            | TailerError::Unroutable { .. }
+            | TailerError::NotRetained(_)
+            | TailerError::Delivery { .. } => Action::Recover,
+            TailerError::Unreachable(_) | TailerError::Interrupted(_) => Action::Retry,
+            TailerError::Replication { action, .. } => *action,
+            TailerError::Postgres { source, .. } => {
+                sqlstate_action(source.code().map(|c| c.code()))
+            }
+            // Creating a client fails on options it does not understand.
+            TailerError::Kafka { .. } => Action::FixConfig,
+            TailerError::Decode(_) | TailerError::Bug(_) => Action::ReportBug,
+        }
+    }
+
     /// True when reconnecting after a backoff may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            TailerError::Replication { transient, .. } => *transient,
-            TailerError::Postgres { source, .. } => postgres_is_transient(source),
-            TailerError::Unreachable(_) => true,
-            _ => false,
+            // Handled where it happens: it stops, it is not retried.
+            TailerError::Interrupted(_) => false,
+            other => other.action() == Action::Retry,
         }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        self.action().exit_code()
     }
 
     /// A label for the `outbox_tailer_errors_total{kind}` metric.
     pub fn kind(&self) -> &'static str {
         match self {
             TailerError::Config(_) => "config",
-            TailerError::Preflight(_) => "preflight",
+            TailerError::Refused(_) => "refused",
+            TailerError::Database(_) => "database",
+            TailerError::SlotInvalidated(_) => "slot_invalidated",
+            TailerError::Unroutable { .. } => "unroutable",
+            TailerError::NotRetained(_) => "not_retained",
+            TailerError::Delivery { .. } => "delivery",
             TailerError::Unreachable(_) => "unreachable",
+            TailerError::Interrupted(_) => "interrupted",
             TailerError::Replication { .. } => "replication",
             TailerError::Postgres { .. } => "postgres",
-            TailerError::Decode(_) => "decode",
-            TailerError::Unroutable { .. } => "unroutable",
-            TailerError::Delivery { .. } => "delivery",
-            TailerError::Interrupted => "interrupted",
-            TailerError::SlotInvalidated(_) => "slot_invalidated",
             TailerError::Kafka { .. } => "kafka",
+            TailerError::Decode(_) => "decode",
+            TailerError::Bug(_) => "bug",
         }
     }
 
     pub(crate) fn postgres(context: &'static str, source: tokio_postgres::Error) -> Self {
         TailerError::Postgres { context, source }
     }
-
-    /// Classify an error of the replication client, with advice for the fatal kinds.
-    pub(crate) fn from_replication(err: pgwire_replication::PgWireError, slot: &str) -> Self {
-        use pgwire_replication::PgWireError as E;
-        let text = err.to_string();
-        let sqlstate = sqlstate_in(&text);
-        let (transient, advice) = match (&err, sqlstate.as_deref()) {
-            (E::Io(_) | E::Task(_), _) => (true, None),
-            // `recv` raced with another branch after the worker ended: the connection is gone.
-            (E::Internal(m), _) if m.contains("already joined") => (true, None),
-            // pg_hba.conf refused a connection without TLS (hostssl only).
-            (E::Auth(_), _) | (_, Some("28000")) if crate::tls::advice(&text).is_some() => {
-                (false, crate::tls::advice(&text))
-            }
-            (E::Auth(_), _) | (_, Some("28000" | "28P01")) => (
-                false,
-                Some("check the user and password in `postgres`, and pg_hba.conf on the server"),
-            ),
-            (E::Tls(_), _) => (
-                false,
-                Some(crate::tls::advice(&text).unwrap_or(
-                    "check sslmode, sslrootcert and the server's certificate",
-                )),
-            ),
-
-            (_, Some("57P01" | "57P02" | "57P03" | "55006" | "53300" | "08006" | "08003")) => {
-                (true, None)
-            }
-            (_, Some("42704")) if text.contains("publication") => (
-                false,
-                Some(
-                    "the publication is missing or was created after the slot: run \
-                     `outbox-tailer setup`; if the slot predates the publication, drop and \
-                     recreate the slot (a gap: see docs/operations.md)",
-                ),
-            ),
-            (_, Some("42704")) => (
-                false,
-                Some("the replication slot does not exist: run `outbox-tailer setup` (or `run --create-slot` on first start); a new slot starts at the current WAL position"),
-            ),
-            (_, Some("55000")) => (
-                false,
-                Some("the slot was invalidated (WAL it needed was removed, e.g. by max_slot_wal_keep_size); events committed while it was invalid may be missing: follow the recovery steps in docs/operations.md"),
-            ),
-            (_, Some("0A000" | "22023" | "42601" | "XX000")) => (
-                false,
-                Some("the server rejected the replication options: PostgreSQL 14 or newer with wal_level=logical is required"),
-            ),
-            (_, Some("42501")) => (
-                false,
-                Some("the role lacks the REPLICATION attribute: ALTER ROLE … REPLICATION"),
-            ),
-            _ => (false, None),
-        };
-        let message = match advice {
-            Some(advice) => format!("{text} (slot {slot}): {advice}"),
-            None => text,
-        };
-        TailerError::Replication {
-            message,
-            sqlstate,
-            transient,
-        }
-    }
 }
 
-fn postgres_is_transient(err: &tokio_postgres::Error) -> bool {
-    match err.code() {
-        None => true,
-        Some(code) => matches!(
-            code.code(),
-            "57P01" | "57P02" | "57P03" | "55006" | "53300" | "08006" | "08003" | "08001"
-        ),
+/// What a SQLSTATE asks of the operator; no code at all means the connection broke.
+pub fn sqlstate_action(code: Option<&str>) -> Action {
+    match code {
+        // Connection lost or refused, shutting down, starting up, too many connections, slot
+        // held by a walsender that is going away.
+        None
+        | Some("57P01" | "57P02" | "57P03" | "55006" | "53300" | "08000" | "08001" | "08003")
+        | Some("08004" | "08006") => Action::Retry,
+        // Authentication, unknown database.
+        Some("28000" | "28P01" | "3D000") => Action::FixConfig,
+        // Object not in prerequisite state: an invalidated slot.
+        Some("55000") => Action::Recover,
+        // Internal error in the server or the protocol.
+        Some("XX000" | "08P01") => Action::ReportBug,
+        // Privileges, missing objects, options the server rejects.
+        Some(_) => Action::FixDatabase,
     }
-}
-
-/// The `SQLSTATE xxxxx` code pgwire-replication puts into server error messages.
-fn sqlstate_in(text: &str) -> Option<String> {
-    let at = text.find("SQLSTATE ")? + "SQLSTATE ".len();
-    let code: String = text[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric())
-        .collect();
-    (code.len() == 5).then_some(code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pgwire_replication::PgWireError;
 
     #[test]
-    fn sqlstate_is_found_in_server_text() {
-        assert_eq!(
-            sqlstate_in("ERROR: replication slot \"x\" does not exist (SQLSTATE 42704)").as_deref(),
-            Some("42704")
-        );
-        assert_eq!(sqlstate_in("no code here"), None);
+    fn each_action_has_its_own_exit_code() {
+        let actions = [
+            Action::Retry,
+            Action::FixConfig,
+            Action::FixDatabase,
+            Action::Recover,
+            Action::ReportBug,
+        ];
+        let codes: std::collections::BTreeSet<u8> = actions.iter().map(|a| a.exit_code()).collect();
+        assert_eq!(codes.len(), actions.len());
+        assert!(!codes.contains(&0) && !codes.contains(&1), "{codes:?}");
     }
 
     #[test]
-    fn missing_slot_is_fatal_and_says_what_to_do() {
-        let e = TailerError::from_replication(
-            PgWireError::Server("replication slot \"s\" does not exist (SQLSTATE 42704)".into()),
-            "s",
-        );
-        assert!(!e.is_transient());
-        assert!(e.to_string().contains("outbox-tailer setup"), "{e}");
+    fn sqlstates_sort_by_action() {
+        assert_eq!(sqlstate_action(None), Action::Retry);
+        assert_eq!(sqlstate_action(Some("08001")), Action::Retry);
+        assert_eq!(sqlstate_action(Some("55006")), Action::Retry);
+        assert_eq!(sqlstate_action(Some("28P01")), Action::FixConfig);
+        assert_eq!(sqlstate_action(Some("42501")), Action::FixDatabase);
+        assert_eq!(sqlstate_action(Some("55000")), Action::Recover);
     }
 
     #[test]
-    fn slot_held_by_another_pid_is_transient() {
-        let e = TailerError::from_replication(
-            PgWireError::Server(
-                "replication slot \"s\" is active for PID 42 (SQLSTATE 55006)".into(),
-            ),
-            "s",
-        );
-        assert!(e.is_transient());
-    }
-
-    #[test]
-    fn invalidated_slot_is_fatal() {
-        let e = TailerError::from_replication(
-            PgWireError::Server(
-                "cannot read from logical replication slot \"s\" (SQLSTATE 55000)".into(),
-            ),
-            "s",
-        );
-        assert!(!e.is_transient());
-        assert!(e.to_string().contains("invalidated"));
+    fn internal_errors_say_bug_and_are_never_preflight() {
+        let e = TailerError::Bug("publish outside a transaction".into());
+        assert_eq!(e.action(), Action::ReportBug);
+        assert_eq!(e.exit_code(), 70);
+        assert!(e.to_string().contains("this is a bug"), "{e}");
     }
 }

@@ -1,33 +1,20 @@
-//! Prometheus metrics and the HTTP endpoint that serves them with the health checks.
+//! Prometheus metrics of one run, and what readiness and the lag in seconds are computed from.
 //!
 //! ```text
 //!   pipeline ──counters, gauges, latency──▶ Metrics ◀──lag bytes, safe_wal_size── watchdog
 //!                                              │
-//!        GET /metrics  (text exposition)  ◀────┤
-//!        GET /healthz  (process alive)    ◀────┤
-//!        GET /readyz   (streaming, and confirming when there is something to confirm)
+//!                         background::metrics_server (/metrics, /healthz, /readyz)
 //! ```
 //!
 //! Each run owns its registry (no global state), so several tailers can live in one process.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-
-use crate::error::TailerError;
 
 /// Every metric of one run, plus what `/readyz` and the lag in seconds are computed from.
 #[derive(Debug)]
@@ -290,99 +277,6 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
-    }
-}
-
-/// The running HTTP endpoint; stops when dropped.
-#[derive(Debug)]
-pub struct MetricsServer {
-    pub addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Serve `/metrics`, `/healthz` and `/readyz` on `addr`.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    max_stall: Duration,
-) -> Result<MetricsServer, TailerError> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| {
-        TailerError::Config(format!(
-            "cannot serve metrics on {addr}: {e} (choose another --metrics-addr)"
-        ))
-    })?;
-    let addr = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %addr, "serving /metrics, /healthz and /readyz");
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = Arc::clone(&metrics);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let metrics = Arc::clone(&metrics);
-                    async move { Ok::<_, Infallible>(respond(&metrics, &req, max_stall)) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "metrics connection ended");
-                }
-            });
-        }
-    });
-    Ok(MetricsServer { addr, task })
-}
-
-fn respond(
-    metrics: &Metrics,
-    req: &Request<Incoming>,
-    max_stall: Duration,
-) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        let mut res = Response::new(Full::new(Bytes::from(body)));
-        *res.status_mut() = status;
-        if let Ok(v) = content_type.parse() {
-            res.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-        }
-        res
-    };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "use GET\n".into(),
-        );
-    }
-    match req.uri().path() {
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
-        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => match metrics.readiness(max_stall) {
-            Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
-            Err(reason) => reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("not ready: {reason}\n"),
-            ),
-        },
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics, /healthz or /readyz\n".into(),
-        ),
     }
 }
 

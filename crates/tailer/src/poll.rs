@@ -15,45 +15,18 @@ use std::future::Future;
 use std::time::Duration;
 
 use pgoutput::{Lsn, PgTimestamp, TupleValue};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::config::TailerConfig;
+use crate::shutdown::Shutdown;
+
+use crate::config::{AfterPublish, PollConfig, TailerConfig};
 use crate::error::TailerError;
-use crate::events::EventDecoder;
-use crate::names::quote_ident;
-use crate::progress::AckTracker;
-use crate::route::{Router, TxnPosition};
-use crate::sink::{KafkaSink, Sink};
-use crate::Stats;
-
-/// What to do with published rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AfterPublish {
-    /// `UPDATE … SET published_at = now()`: rows stay for a retention job.
-    Mark,
-    /// `DELETE`: the table stays small.
-    Delete,
-}
-
-/// How often and how much to poll.
-#[derive(Debug, Clone, Copy)]
-pub struct PollConfig {
-    pub interval: Duration,
-    pub batch: i64,
-    /// Poll again at once after a full batch instead of waiting for the interval.
-    pub drain: bool,
-    pub after: AfterPublish,
-}
-
-impl PollConfig {
-    /// The classic example: every 2 s, 10 rows.
-    pub const CLASSIC: PollConfig = PollConfig {
-        interval: Duration::from_secs(2),
-        batch: 10,
-        drain: false,
-        after: AfterPublish::Mark,
-    };
-}
+use crate::pg::names::quote_ident;
+use crate::relay::decode::EventDecoder;
+use crate::relay::pipeline::Stats;
+use crate::relay::progress::AckTracker;
+use crate::relay::route::{Router, TxnPosition};
+use crate::relay::sink::{KafkaSink, Sink};
 
 /// Poll until `shutdown`.
 pub async fn poll(
@@ -61,23 +34,17 @@ pub async fn poll(
     poll: PollConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stats, TailerError> {
-    let (stop_tx, mut stop) = watch::channel(false);
-    let stopper = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let result = poll_until(config, poll, &mut stop).await;
-    stopper.abort();
-    result
+    let (mut stop, _signal) = Shutdown::on(shutdown);
+    poll_until(config, poll, &mut stop).await
 }
 
 async fn poll_until(
     config: TailerConfig,
     poll: PollConfig,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut Shutdown,
 ) -> Result<Stats, TailerError> {
-    let mut client = crate::setup::connect(&config.source).await?;
-    crate::kafka_check::check_broker(&config.sink, Duration::from_secs(10)).await?;
+    let mut client = crate::pg::connect::connect(&config.source).await?;
+    crate::relay::sink::broker_check::check_broker(&config.sink, Duration::from_secs(10)).await?;
     let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone())?;
     let router = Router::new(config.route.clone())?;
     let (ack_tx, mut acks) = mpsc::unbounded_channel();
@@ -102,7 +69,7 @@ async fn poll_until(
     let mut stats = Stats::default();
     let mut round: u64 = 0;
     loop {
-        if *stop.borrow() {
+        if stop.is_requested() {
             return Ok(stats);
         }
         let tx = client
@@ -138,9 +105,9 @@ async fn poll_until(
                     .route_event(&event, &position, seq as u32, None)?
                     .record;
                 let size = u32::try_from(record.size()).unwrap_or(u32::MAX);
-                let ticket = tracker
-                    .publish(size)
-                    .ok_or_else(|| TailerError::Preflight("internal: poll ticket".into()))?;
+                let ticket = tracker.publish(size).ok_or_else(|| {
+                    TailerError::Bug("publish outside a transaction in poll".into())
+                })?;
                 sink.send(record, ticket).await?;
                 stats.events_published += 1;
             }
@@ -172,7 +139,7 @@ async fn poll_until(
         }
         tokio::select! {
             _ = tokio::time::sleep(poll.interval) => {}
-            _ = crate::stopped(stop) => return Ok(stats),
+            _ = stop.requested() => return Ok(stats),
         }
     }
 }

@@ -19,10 +19,10 @@ use serde::Serialize;
 
 use crate::config::{RouteConfig, SourceConfig};
 use crate::error::TailerError;
-use crate::events::{Decoded, EventDecoder};
-use crate::names::quote_ident;
-use crate::ops::slots::{self, TempCopy};
-use crate::route::{Router, TxnPosition};
+use crate::pg::names::quote_ident;
+use crate::pg::slots::{self, TempCopy};
+use crate::relay::decode::{Decoded, EventDecoder};
+use crate::relay::route::{Router, TxnPosition};
 
 /// One event as it would be published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,15 +79,15 @@ struct OpenTxn {
 
 /// Read up to `limit` waiting events through a temporary copy of the slot.
 pub async fn peek(config: &SourceConfig, opts: &PeekOptions) -> Result<PeekReport, TailerError> {
-    let client = crate::setup::connect(config).await?;
+    let client = crate::pg::connect::connect(config).await?;
     let Some(slot) = slots::slot_info(&client, &config.slot).await? else {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "replication slot {} does not exist: nothing to peek at",
             config.slot
         )));
     };
     if slot.lost {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::SlotInvalidated(format!(
             "slot {} is invalidated (wal_status = lost): its events can no longer be read; see \
              `outbox-tailer status` and docs/operations.md",
             config.slot
@@ -176,7 +176,7 @@ async fn read_events(
                 other => match decoder.on_message(other)? {
                     Decoded::Row(row) => {
                         let Some(open) = txn.as_mut() else {
-                            return Err(TailerError::Preflight(
+                            return Err(TailerError::Bug(
                                 "an outbox Insert arrived outside a transaction".into(),
                             ));
                         };
@@ -200,7 +200,7 @@ async fn read_events(
 
 fn routed(
     router: &Router,
-    row: &crate::events::OutboxRow,
+    row: &crate::relay::decode::OutboxRow,
     txn: &mut OpenTxn,
     malformed: Option<String>,
     show_payload: bool,
@@ -278,7 +278,7 @@ pub fn render(report: &PeekReport) -> String {
         let id = e
             .headers
             .iter()
-            .find(|h| h.name == crate::route::HEADER_ID)
+            .find(|h| h.name == crate::relay::route::HEADER_ID)
             .map_or("-", |h| h.value.as_str());
         out.push_str(&format!(
             "{:<14} {:>4} {:<32} {:<24} {:<36} {:>8}\n",

@@ -10,7 +10,7 @@
 //! Logical decoding never sends a transaction that committed before the slot's
 //! `confirmed_flush_lsn`, so a range can only be replayed from a slot that has not confirmed
 //! past its start: the replay slot, which trails the live one by `--replay-retention-secs`
-//! (see [`crate::retention`]), or the live slot for events not yet confirmed. Transactions are
+//! (see [`crate::background::retention`]), or the live slot for events not yet confirmed. Transactions are
 //! selected by their commit LSN, the `outbox-lsn` header of every record: `from ≤ commit ≤ to`.
 
 use std::collections::BTreeMap;
@@ -24,19 +24,20 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use pgoutput::{Lsn, Message};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_postgres::{Client, RowStream};
 
 use crate::config::{ReplayTarget, SourceConfig, TailerConfig};
 use crate::error::TailerError;
-use crate::events::EventDecoder;
-use crate::names::quote_ident;
-use crate::ops::slots::{self, SlotInfo, TempCopy};
-use crate::pipeline::{Pipeline, StreamEnd, Window};
-use crate::progress::Ticket;
-use crate::route::{Record, Router};
-use crate::sink::{Ack, KafkaSink, Sink};
-use crate::source::{Source, SourceEvent};
+use crate::pg::names::quote_ident;
+use crate::pg::slots::{self, SlotInfo, TempCopy};
+use crate::relay::decode::EventDecoder;
+use crate::relay::pipeline::{Pipeline, StreamEnd, Window};
+use crate::relay::progress::Ticket;
+use crate::relay::route::{Record, Router};
+use crate::relay::sink::{Ack, KafkaSink, Sink};
+use crate::relay::source::{Source, SourceEvent};
+use crate::shutdown::Shutdown;
 
 /// What to replay and where.
 #[derive(Debug, Clone)]
@@ -111,7 +112,7 @@ pub async fn plan(
         match slots::slot_info(client, name).await? {
             Some(info) => known.push(info),
             None if *name == config.slot => {
-                return Err(TailerError::Preflight(format!(
+                return Err(TailerError::Database(format!(
                     "replication slot {name} does not exist: run `outbox-tailer setup` first"
                 )))
             }
@@ -170,7 +171,7 @@ fn not_retained(config: &SourceConfig, from: Lsn, known: &[SlotInfo]) -> TailerE
              \"Replay\").",
         );
     }
-    TailerError::Preflight(message)
+    TailerError::NotRetained(message)
 }
 
 /// Replay `opts.from..=opts.to` through the tailer's pipeline; `stop` interrupts it (what is
@@ -181,7 +182,7 @@ pub async fn replay(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<ReplaySummary, TailerError> {
     let started = Instant::now();
-    let client = Arc::new(crate::setup::connect(&config.source).await?);
+    let client = Arc::new(crate::pg::connect::connect(&config.source).await?);
     let plan = plan(&client, &config.source, opts.from, opts.to).await?;
     let copy = TempCopy::create(&client, &plan.slot, "replay").await?;
     let result = replay_copy(config, opts, &plan, &client, &copy.name, stop).await;
@@ -206,7 +207,12 @@ pub async fn replay(
     })
 }
 
-type Outcome = (crate::Stats, Lsn, BTreeMap<String, u64>, bool);
+type Outcome = (
+    crate::relay::pipeline::Stats,
+    Lsn,
+    BTreeMap<String, u64>,
+    bool,
+);
 
 async fn replay_copy(
     config: &TailerConfig,
@@ -218,16 +224,12 @@ async fn replay_copy(
 ) -> Result<Outcome, TailerError> {
     let at = slots::advance(client, copy, plan.from).await?;
     if at < plan.from {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Config(format!(
             "cannot position a copy of slot {} at {}: the server has only flushed WAL up to {at}",
             plan.slot, plan.from
         )));
     }
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let stopper = tokio::spawn(async move {
-        stop.await;
-        let _ = stop_tx.send(true);
-    });
+    let (mut stop_rx, signal) = Shutdown::on(stop);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let sink = match (opts.dry_run, opts.target) {
         (true, _) => Target::Discard(ack_tx),
@@ -270,7 +272,7 @@ async fn replay_copy(
         .stream(&mut source, &mut stop_rx, config.shutdown_timeout)
         .await;
     let ended = match ended {
-        Err(TailerError::Interrupted) => {
+        Err(TailerError::Interrupted(_)) => {
             pipeline.abandon_open();
             Ok(StreamEnd::Shutdown)
         }
@@ -290,7 +292,7 @@ async fn replay_copy(
             false
         }
     };
-    stopper.abort();
+    drop(signal);
     source.progress.finish_and_clear();
     let durable = if complete {
         plan.to
@@ -386,9 +388,9 @@ impl ChangesSource {
                         return Ok(None);
                     }
                     if b.final_lsn < self.from {
-                        return Err(TailerError::Preflight(format!(
+                        return Err(TailerError::Bug(format!(
                             "the slot copy returned a transaction committed at {} before the \
-                             requested start {}; this is a bug, please report it",
+                             requested start {}",
                             b.final_lsn, self.from
                         )));
                     }

@@ -9,9 +9,10 @@
 use bytes::Bytes;
 use pgoutput::{Lsn, PgTimestamp, TupleValue};
 
+use crate::config::topic_template::{Segment, TopicTemplate};
 use crate::config::RouteConfig;
 use crate::error::TailerError;
-use crate::events::OutboxRow;
+use crate::relay::decode::OutboxRow;
 
 pub const HEADER_ID: &str = "id";
 pub const HEADER_TYPE: &str = "type";
@@ -55,48 +56,6 @@ pub struct TxnPosition {
     pub commit_time: PgTimestamp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Column(String),
-    RoutedBy,
-}
-
-fn parse_template(template: &str) -> Result<Vec<Segment>, TailerError> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        if start > 0 {
-            out.push(Segment::Literal(rest[..start].to_owned()));
-        }
-        let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| {
-            TailerError::Config(format!("topic template {template:?}: unclosed `${{`"))
-        })?;
-        let name = &after[..end];
-        if name.is_empty() {
-            return Err(TailerError::Config(format!(
-                "topic template {template:?}: empty `${{}}`"
-            )));
-        }
-        out.push(if name == "routedByValue" {
-            Segment::RoutedBy
-        } else {
-            Segment::Column(name.to_owned())
-        });
-        rest = &after[end + 1..];
-    }
-    if !rest.is_empty() {
-        out.push(Segment::Literal(rest.to_owned()));
-    }
-    Ok(out)
-}
-
-/// Check a topic template when the configuration is read.
-pub fn validate_template(template: &str) -> Result<(), TailerError> {
-    parse_template(template).map(|_| ())
-}
-
 /// Why a row cannot become a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unroutable {
@@ -107,17 +66,13 @@ pub struct Unroutable {
 #[derive(Debug)]
 pub struct Router {
     config: RouteConfig,
-    template: Vec<Segment>,
+    template: TopicTemplate,
 }
 
 impl Router {
     pub fn new(config: RouteConfig) -> Result<Self, TailerError> {
-        let template = parse_template(&config.topic)?;
+        let template = TopicTemplate::parse(&config.topic)?;
         Ok(Router { config, template })
-    }
-
-    pub fn config(&self) -> &RouteConfig {
-        &self.config
     }
 
     /// The event id of a row, for error messages (`<null>` when missing).
@@ -144,7 +99,7 @@ impl Router {
             return fail(format!("key column `{}` is NULL", self.config.key_column));
         };
         let mut topic = String::new();
-        for seg in &self.template {
+        for seg in self.template.segments() {
             match seg {
                 Segment::Literal(s) => topic.push_str(s),
                 Segment::RoutedBy => match text(row, layout.route_by) {
@@ -359,24 +314,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates_parse() {
-        assert_eq!(
-            parse_template("outbox.event.${routedByValue}").unwrap(),
-            vec![Segment::Literal("outbox.event.".into()), Segment::RoutedBy]
-        );
-        assert_eq!(
-            parse_template("${aggregatetype}-${type}").unwrap(),
-            vec![
-                Segment::Column("aggregatetype".into()),
-                Segment::Literal("-".into()),
-                Segment::Column("type".into())
-            ]
-        );
-        assert!(parse_template("x.${oops").is_err());
-        assert!(parse_template("x.${}").is_err());
-    }
-
-    #[test]
     fn bytea_hex_decodes() {
         assert_eq!(
             decode_bytea_hex(b"\\x00ff10").unwrap().as_ref(),
@@ -395,8 +332,8 @@ mod tests {
     }
 
     fn row(config: &RouteConfig, key: Option<&str>, payload: &str) -> OutboxRow {
-        let decoder = crate::events::EventDecoder::new(
-            crate::names::TableName::parse("outbox").unwrap(),
+        let decoder = crate::relay::decode::EventDecoder::new(
+            crate::pg::names::TableName::parse("outbox").unwrap(),
             config.clone(),
         )
         .unwrap();

@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 
 use crate::config::{SlotThresholds, SourceConfig};
 use crate::metrics::Metrics;
-use crate::ops::status::{read_status, Health};
+use crate::pg::slot_status::{read_status, Health};
 
 const REPEAT_AT_RISK: Duration = Duration::from_secs(60);
 
@@ -36,7 +36,7 @@ pub async fn watch(
     loop {
         tick.tick().await;
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = match crate::setup::connect(&config).await {
+            client = match crate::pg::connect::connect(&config).await {
                 Ok(c) => Some(c),
                 Err(e) => {
                     metrics.error("slot_check");

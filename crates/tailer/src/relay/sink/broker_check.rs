@@ -136,7 +136,7 @@ pub async fn check_broker(config: &SinkConfig, within: Duration) -> Result<(), T
             tracing::warn!(reason = %reason, "Kafka is not reachable yet; records wait for it");
             Ok(())
         }
-        Verdict::Refused(reason) => Err(TailerError::Preflight(format!(
+        Verdict::Refused(reason) => Err(TailerError::Refused(format!(
             "Kafka at {} refused the connection: {reason}. Check security.protocol, \
              sasl.mechanism, sasl.username and sasl.password, and for TLS ssl.ca.location \
              (set with -X key=value or the [kafka] table of the config file); the broker's \

@@ -5,9 +5,11 @@
 use pgoutput::Lsn;
 use tokio_postgres::Client;
 
-use crate::config::{describe_pg, SourceConfig};
+use crate::config::SourceConfig;
 use crate::error::TailerError;
-use crate::names::quote_ident;
+use crate::pg::connect::{connect, server_text};
+use crate::pg::names::quote_ident;
+use crate::pg::slots::parse_lsn;
 
 /// What `setup` did, for printing.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,44 +21,6 @@ pub struct SetupReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotState {
     pub confirmed_flush_lsn: Lsn,
-    pub created: bool,
-}
-
-/// A SQL connection with the connection string's TLS settings (every SQL connection the tailer
-/// makes goes through here).
-pub(crate) async fn connect(config: &SourceConfig) -> Result<Client, TailerError> {
-    let tls = config.tls.connector()?;
-    let (client, conn) = config.pg.connect(tls).await.map_err(|e| {
-        let text = server_text(&e);
-        let tls_failure = crate::tls::is_tls_failure(&e);
-        let advice = match (e.code().map(|c| c.code()), crate::tls::advice(&text)) {
-            (_, Some(advice)) => advice,
-            (Some("28P01") | Some("28000"), None) => {
-                "authentication failed: check the user and password, and pg_hba.conf"
-            }
-            (Some("3D000"), None) => "the database does not exist: check dbname",
-            (_, None) if tls_failure => "check sslmode, sslrootcert and the server's certificate",
-            _ => "check that the server is up and the connection string is right",
-        };
-        let message = format!(
-            "cannot connect to PostgreSQL at {}: {text}; {advice}",
-            describe_pg(&config.pg)
-        );
-        // No SQLSTATE: the server is not there (yet); 57P03: it is starting up; 53300: full.
-        // A failed TLS handshake fails the same way next time: not worth waiting for.
-        match e.code().map(|c| c.code()) {
-            None | Some("57P03") | Some("53300") if !tls_failure => {
-                TailerError::Unreachable(message)
-            }
-            _ => TailerError::Preflight(message),
-        }
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "admin connection ended");
-        }
-    });
-    Ok(client)
 }
 
 async fn exists(
@@ -78,7 +42,7 @@ async fn check_wal_level(client: &Client) -> Result<(), TailerError> {
         .map_err(|e| TailerError::postgres("reading wal_level", e))?
         .get(0);
     if level != "logical" {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "wal_level is '{level}', logical decoding needs 'logical': set wal_level = logical \
              in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL"
         )));
@@ -96,7 +60,7 @@ async fn check_table(client: &Client, config: &SourceConfig) -> Result<(), Taile
     )
     .await?;
     if !found {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "outbox table {t} does not exist: create it (see migrations/) or set --table"
         )));
     }
@@ -113,13 +77,13 @@ async fn check_publication(client: &Client, config: &SourceConfig) -> Result<(),
         .await
         .map_err(|e| TailerError::postgres("reading pg_publication", e))?;
     let Some(row) = row else {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "publication {p} does not exist: run `outbox-tailer setup` (it creates the \
              publication before the slot)"
         )));
     };
     if !row.get::<_, bool>(0) {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "publication {p} does not publish inserts: ALTER PUBLICATION {} SET (publish = 'insert')",
             quote_ident(p)
         )));
@@ -131,7 +95,7 @@ async fn check_publication(client: &Client, config: &SourceConfig) -> Result<(),
     )
     .await?;
     if !holds {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "publication {p} does not include the outbox table {t}: ALTER PUBLICATION {} ADD TABLE {}",
             quote_ident(p),
             t.quoted()
@@ -150,7 +114,7 @@ async fn check_role(client: &Client) -> Result<(), TailerError> {
         .map_err(|e| TailerError::postgres("reading the role", e))?;
     if !row.get::<_, bool>(1) {
         let name: String = row.get(0);
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "role {name} lacks the REPLICATION attribute: ALTER ROLE {} REPLICATION (plus SELECT on the outbox table)",
             quote_ident(&name)
         )));
@@ -165,7 +129,7 @@ async fn create_publication(client: &Client, config: &SourceConfig) -> Result<()
         config.table.quoted()
     );
     client.batch_execute(&sql).await.map_err(|e| {
-        TailerError::Preflight(format!(
+        TailerError::Database(format!(
             "cannot create publication {}: {}; creating a publication FOR TABLE needs \
                  ownership of {} (or superuser) and CREATE on the database: run `outbox-tailer \
                  setup` once as the table's owner, or have the owner run `{sql}` \
@@ -175,21 +139,6 @@ async fn create_publication(client: &Client, config: &SourceConfig) -> Result<()
             config.table
         ))
     })
-}
-
-/// The server's own message when there is one (tokio-postgres prints only "db error"), else
-/// the error with its causes (a TLS failure says why only in its cause).
-fn server_text(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return db.message().to_owned();
-    }
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
 }
 
 async fn create_slot(client: &Client, config: &SourceConfig) -> Result<Lsn, TailerError> {
@@ -207,18 +156,13 @@ async fn create_slot(client: &Client, config: &SourceConfig) -> Result<Lsn, Tail
                 }
                 _ => "",
             };
-            TailerError::Preflight(format!(
+            TailerError::Database(format!(
                 "cannot create slot {}: {}{advice}",
                 config.slot,
                 server_text(&e)
             ))
         })?;
     parse_lsn(row.get(0))
-}
-
-fn parse_lsn(text: &str) -> Result<Lsn, TailerError> {
-    text.parse()
-        .map_err(|_| TailerError::Preflight(format!("server returned an unreadable LSN {text:?}")))
 }
 
 /// Check the slot; create it when missing and `create` is set.
@@ -243,10 +187,9 @@ async fn check_slot(
             tracing::warn!(slot = %s, lsn = %lsn, "created the replication slot: events committed before this point are not delivered");
             return Ok(SlotState {
                 confirmed_flush_lsn: lsn,
-                created: true,
             });
         }
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "replication slot {s} does not exist: run `outbox-tailer setup`, or `outbox-tailer \
              run --create-slot` on a first start (a new slot starts at the current WAL position)"
         )));
@@ -259,33 +202,32 @@ async fn check_slot(
     let two_phase: bool = row.get(5);
     let confirmed: Option<String> = row.get(6);
     if slot_type != "logical" || plugin.as_deref() != Some("pgoutput") {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Config(format!(
             "slot {s} is a {slot_type} slot with plugin {}, the tailer needs a logical pgoutput slot: \
              choose another --slot and run `outbox-tailer setup`",
             plugin.as_deref().unwrap_or("none")
         )));
     }
     if database.as_deref() != Some(current.as_str()) {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Config(format!(
             "slot {s} belongs to database {}, not {current}: connect to that database or use another --slot",
             database.as_deref().unwrap_or("?")
         )));
     }
     if wal_status.as_deref() == Some("lost") {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::SlotInvalidated(format!(
             "slot {s} is invalidated (wal_status = lost): the WAL it needed was removed, so events \
              may be missing. Follow \"Recovering from an invalidated slot\" in docs/operations.md"
         )));
     }
     if two_phase {
-        return Err(TailerError::Preflight(format!(
+        return Err(TailerError::Database(format!(
             "slot {s} has two_phase enabled, which would deliver transactions at PREPARE: \
              create a new slot without two_phase (outbox-tailer setup --slot <new>)"
         )));
     }
     Ok(SlotState {
-        confirmed_flush_lsn: parse_lsn(confirmed.as_deref().unwrap_or("0/0"))?,
-        created: false,
+        confirmed_flush_lsn: parse_lsn(confirmed)?,
     })
 }
 
@@ -342,4 +284,43 @@ pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
         ));
     }
     Ok(report)
+}
+
+/// Create the replay slot as a copy of the live slot when it is missing (it then starts at
+/// the live slot's position: nothing older is replayable). Returns what was done.
+pub async fn ensure_replay_slot(config: &SourceConfig) -> Result<Option<String>, TailerError> {
+    let Some(replay) = &config.replay_slot else {
+        return Ok(None);
+    };
+    let client = connect(config).await?;
+    if let Some(info) = crate::pg::slots::slot_info(&client, replay).await? {
+        if info.lost {
+            tracing::warn!(
+                slot = %replay,
+                "the replay slot is invalidated (wal_status = lost): nothing can be replayed from \
+                 it; drop it with SELECT pg_drop_replication_slot('{replay}') and it is recreated"
+            );
+        }
+        return Ok(Some(format!(
+            "replay slot {replay} exists (confirmed_flush_lsn {})",
+            info.confirmed_flush_lsn
+        )));
+    }
+    client
+        .query_one(
+            "SELECT slot_name::text FROM pg_catalog.pg_copy_logical_replication_slot($1, $2, false)",
+            &[&config.slot, replay],
+        )
+        .await
+        .map_err(|e| {
+            TailerError::Database(format!(
+                "cannot create the replay slot {replay} as a copy of {}: {e} (needs the \
+                 REPLICATION attribute and a free max_replication_slots entry)",
+                config.slot
+            ))
+        })?;
+    Ok(Some(format!(
+        "created replay slot {replay} as a copy of {}",
+        config.slot
+    )))
 }

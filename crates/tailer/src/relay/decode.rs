@@ -13,7 +13,7 @@ use pgoutput::{Message, Relation, RelationCache, TupleData, TupleValue};
 
 use crate::config::RouteConfig;
 use crate::error::TailerError;
-use crate::names::TableName;
+use crate::pg::names::TableName;
 
 const BYTEA_OID: u32 = 17;
 
@@ -40,7 +40,7 @@ impl OutboxLayout {
     ) -> Result<Self, TailerError> {
         let need = |col: &str, flag: &str| {
             rel.column_index(col).ok_or_else(|| {
-                TailerError::Preflight(format!(
+                TailerError::Config(format!(
                     "outbox table {table} has no column `{col}`: set {flag} to the column that \
                      holds it (columns: {})",
                     rel.columns
@@ -196,16 +196,15 @@ impl EventDecoder {
             Message::Insert(insert) => {
                 let Some(layout) = self.outbox.get(&insert.relation_oid) else {
                     if self.relations.relation(insert.relation_oid).is_none() {
-                        return Err(TailerError::Preflight(format!(
-                            "an Insert arrived for relation OID {} before its Relation message; \
-                             this is a protocol error, please report it",
+                        return Err(TailerError::Bug(format!(
+                            "an Insert arrived for relation OID {} before its Relation message",
                             insert.relation_oid
                         )));
                     }
                     return Ok(Decoded::Nothing);
                 };
                 if insert.new.len() != layout.by_name.len() {
-                    return Err(TailerError::Preflight(format!(
+                    return Err(TailerError::Bug(format!(
                         "an outbox Insert carries {} columns but its Relation announced {}",
                         insert.new.len(),
                         layout.by_name.len()

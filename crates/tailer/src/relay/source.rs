@@ -126,11 +126,11 @@ impl PgSource {
         }
         let mut client = ReplicationClient::connect(rc)
             .await
-            .map_err(|e| TailerError::from_replication(e, &config.slot))?;
+            .map_err(|e| crate::pg::errors::replication_error(e, &config.slot))?;
         client
             .wait_started()
             .await
-            .map_err(|e| TailerError::from_replication(e, &config.slot))?;
+            .map_err(|e| crate::pg::errors::replication_error(e, &config.slot))?;
         Ok(PgSource {
             client,
             slot: config.slot.clone(),
@@ -155,12 +155,12 @@ impl Source for PgSource {
                 .client
                 .recv()
                 .await
-                .map_err(|e| TailerError::from_replication(e, &self.slot))?;
+                .map_err(|e| crate::pg::errors::replication_error(e, &self.slot))?;
             let Some(event) = event else {
                 return Err(TailerError::Replication {
                     message: "the server ended the replication stream".into(),
                     sqlstate: None,
-                    transient: true,
+                    action: crate::error::Action::Retry,
                 });
             };
             return Ok(match event {
@@ -224,31 +224,4 @@ impl Source for PgSource {
 
 fn lsn(l: pgwire_replication::Lsn) -> Lsn {
     Lsn::from(l.as_u64())
-}
-
-/// A scripted source for unit tests: yields its events, then ends the stream with a transient
-/// error; records what was confirmed.
-#[derive(Debug, Default)]
-pub struct ScriptedSource {
-    pub events: std::collections::VecDeque<SourceEvent>,
-    pub confirmed: Vec<Lsn>,
-}
-
-impl Source for ScriptedSource {
-    async fn next(&mut self) -> Result<SourceEvent, TailerError> {
-        match self.events.pop_front() {
-            Some(e) => Ok(e),
-            None => Err(TailerError::Replication {
-                message: "script ended".into(),
-                sqlstate: None,
-                transient: true,
-            }),
-        }
-    }
-
-    fn confirm(&mut self, lsn: Lsn) {
-        self.confirmed.push(lsn);
-    }
-
-    async fn close(self) {}
 }

@@ -1,14 +1,7 @@
-//! Sink stage: records to Kafka, acks back to the pipeline.
-//!
-//! The producer is idempotent with `acks=all`, which keeps per-partition order across retries;
-//! the key (aggregate id) keeps each aggregate on one partition. `message.timeout.ms` defaults
-//! to 0 (retry forever): while the broker is away, records wait in librdkafka, the in-flight
-//! window fills, the pipeline stops reading, and nothing past the last ack is confirmed.
-//! Permanent refusals (record too large, unknown topic, authorization) come back as failed
-//! acks and stop the tailer.
+//! The Kafka implementation of [`Sink`](crate::relay::sink::Sink), through librdkafka's
+//! threaded producer; delivery reports become [`Ack`]s on the pipeline's channel.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -16,41 +9,18 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::backoff::Backoff;
-
 use crate::config::SinkConfig;
 use crate::error::TailerError;
-use crate::progress::Ticket;
-use crate::route::Record;
-
-/// The outcome of one record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    pub ticket: Ticket,
-    pub result: Result<(), DeliveryFailure>,
-}
-
-/// Kafka refused a record for good.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryFailure {
-    pub topic: String,
-    pub reason: String,
-}
-
-/// The IO seam in front of Kafka. Acks arrive on the channel given at construction.
-pub trait Sink: Send {
-    /// Hand a record over (it is acked later, possibly out of order across partitions).
-    fn send(
-        &mut self,
-        record: Record,
-        ticket: Ticket,
-    ) -> impl Future<Output = Result<(), TailerError>> + Send;
-}
+use crate::relay::progress::Ticket;
+use crate::relay::route::Record;
+use crate::relay::sink::{Ack, DeliveryFailure, Sink};
+use crate::shutdown::Shutdown;
 
 struct AckContext {
     acks: mpsc::UnboundedSender<Ack>,
@@ -82,7 +52,7 @@ pub struct KafkaSink {
     admin: Option<AdminClient<DefaultClientContext>>,
     known_topics: HashSet<String>,
     partitions: i32,
-    stop: Option<watch::Receiver<bool>>,
+    stop: Option<Shutdown>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -182,7 +152,7 @@ impl KafkaSink {
     }
 
     /// Stop waiting for the broker (topic creation) once shutdown is requested.
-    pub fn with_stop(mut self, stop: watch::Receiver<bool>) -> Self {
+    pub fn with_stop(mut self, stop: Shutdown) -> Self {
         self.stop = Some(stop);
         self
     }
@@ -225,7 +195,7 @@ impl KafkaSink {
                     let stopped = match self.stop.as_mut() {
                         Some(stop) => tokio::select! {
                             _ = tokio::time::sleep(delay) => false,
-                            _ = crate::stopped(stop) => true,
+                            _ = stop.requested() => true,
                         },
                         None => {
                             tokio::time::sleep(delay).await;
@@ -233,7 +203,9 @@ impl KafkaSink {
                         }
                     };
                     if stopped {
-                        return Err(TailerError::Interrupted);
+                        return Err(TailerError::Interrupted(
+                            "while waiting for the broker to create a topic".into(),
+                        ));
                     }
                 }
                 Err(code) => {
@@ -246,11 +218,6 @@ impl KafkaSink {
         }
         self.known_topics.insert(topic.to_owned());
         Ok(())
-    }
-
-    /// Wait for librdkafka's queue to drain (used at shutdown, bounded).
-    pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(timeout);
     }
 }
 
@@ -279,8 +246,10 @@ impl Sink for KafkaSink {
                     // (e.g. a smaller `-X queue.buffering.max.messages` breaks that); wait for
                     // room, but not past a shutdown.
                     base = back;
-                    if self.stop.as_ref().is_some_and(|s| *s.borrow()) {
-                        return Err(TailerError::Interrupted);
+                    if self.stop.as_ref().is_some_and(Shutdown::is_requested) {
+                        return Err(TailerError::Interrupted(
+                            "while waiting for room in the producer's queue".into(),
+                        ));
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -312,43 +281,4 @@ fn broker_unavailable(code: RDKafkaErrorCode) -> bool {
             | C::NotCoordinator
             | C::Resolve
     )
-}
-
-/// An in-memory sink for unit tests: records are kept, acks sent at once or held back.
-#[derive(Debug)]
-pub struct MemorySink {
-    pub records: Vec<(Record, Ticket)>,
-    acks: mpsc::UnboundedSender<Ack>,
-    pub auto_ack: bool,
-}
-
-impl MemorySink {
-    pub fn new(acks: mpsc::UnboundedSender<Ack>, auto_ack: bool) -> Self {
-        MemorySink {
-            records: Vec::new(),
-            acks,
-            auto_ack,
-        }
-    }
-
-    /// Ack the record at `index` now.
-    pub fn ack(&self, index: usize) {
-        let _ = self.acks.send(Ack {
-            ticket: self.records[index].1,
-            result: Ok(()),
-        });
-    }
-}
-
-impl Sink for MemorySink {
-    async fn send(&mut self, record: Record, ticket: Ticket) -> Result<(), TailerError> {
-        if self.auto_ack {
-            let _ = self.acks.send(Ack {
-                ticket,
-                result: Ok(()),
-            });
-        }
-        self.records.push((record, ticket));
-        Ok(())
-    }
 }

@@ -5,58 +5,17 @@
 //! the live slot confirms within seconds. The replay slot is never streamed from; the running
 //! tailer moves it forward with `pg_replication_slot_advance`: every check it notes the LSN it
 //! has confirmed, and advances the replay slot to the newest LSN noted at least the retention
-//! ago. Everything committed after that moment stays replayable; the cost is the WAL (and
+//! ago. It reads the live slot's `confirmed_flush_lsn` from the server, the durable truth.
+//! Everything committed after that moment stays replayable; the cost is the WAL (and
 //! catalog rows) the slot holds back, which `status` shows like for the live slot.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgoutput::Lsn;
 
 use crate::config::SourceConfig;
-use crate::error::TailerError;
-use crate::metrics::Metrics;
-use crate::ops::slots;
-
-/// Create the replay slot as a copy of the live slot when it is missing (it then starts at
-/// the live slot's position: nothing older is replayable). Returns what was done.
-pub async fn ensure_replay_slot(config: &SourceConfig) -> Result<Option<String>, TailerError> {
-    let Some(replay) = &config.replay_slot else {
-        return Ok(None);
-    };
-    let client = crate::setup::connect(config).await?;
-    if let Some(info) = slots::slot_info(&client, replay).await? {
-        if info.lost {
-            tracing::warn!(
-                slot = %replay,
-                "the replay slot is invalidated (wal_status = lost): nothing can be replayed from \
-                 it; drop it with SELECT pg_drop_replication_slot('{replay}') and it is recreated"
-            );
-        }
-        return Ok(Some(format!(
-            "replay slot {replay} exists (confirmed_flush_lsn {})",
-            info.confirmed_flush_lsn
-        )));
-    }
-    client
-        .query_one(
-            "SELECT slot_name::text FROM pg_catalog.pg_copy_logical_replication_slot($1, $2, false)",
-            &[&config.slot, replay],
-        )
-        .await
-        .map_err(|e| {
-            TailerError::Preflight(format!(
-                "cannot create the replay slot {replay} as a copy of {}: {e} (needs the \
-                 REPLICATION attribute and a free max_replication_slots entry)",
-                config.slot
-            ))
-        })?;
-    Ok(Some(format!(
-        "created replay slot {replay} as a copy of {}",
-        config.slot
-    )))
-}
+use crate::pg::slots;
 
 /// Confirmed positions noted over time; which one is old enough to advance to.
 #[derive(Debug, Default)]
@@ -88,12 +47,7 @@ impl Trail {
 
 /// Keep the replay slot trailing until the task is aborted. Failures are logged and retried
 /// at the next check: the replay window never stops the tailer.
-pub async fn keep_trailing(
-    config: SourceConfig,
-    retention: Duration,
-    interval: Duration,
-    metrics: Arc<Metrics>,
-) {
+pub async fn keep_trailing(config: SourceConfig, retention: Duration, interval: Duration) {
     let Some(replay) = config.replay_slot.clone() else {
         return;
     };
@@ -101,21 +55,21 @@ pub async fn keep_trailing(
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let confirmed = u64::try_from(metrics.confirmed_lsn.get()).unwrap_or(0);
-        let now = Instant::now();
-        if confirmed > 0 {
-            trail.note(now, Lsn::new(confirmed));
-        }
-        let Some(to) = trail.due(now, retention) else {
-            continue;
-        };
         let advanced = async {
-            let client = crate::setup::connect(&config).await?;
-            slots::advance(&client, &replay, to).await
+            let client = crate::pg::connect::connect(&config).await?;
+            let now = Instant::now();
+            if let Some(live) = slots::slot_info(&client, &config.slot).await? {
+                trail.note(now, live.confirmed_flush_lsn);
+            }
+            match trail.due(now, retention) {
+                Some(to) => slots::advance(&client, &replay, to).await.map(Some),
+                None => Ok(None),
+            }
         }
         .await;
         match advanced {
-            Ok(at) => tracing::debug!(slot = %replay, at = %at, "replay slot advanced"),
+            Ok(Some(at)) => tracing::debug!(slot = %replay, at = %at, "replay slot advanced"),
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(slot = %replay, error = %e, "cannot advance the replay slot; retrying at the next check")
             }

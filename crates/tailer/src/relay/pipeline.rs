@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgoutput::Lsn;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::error::TailerError;
-use crate::events::{Decoded, EventDecoder};
 use crate::metrics::Metrics;
-use crate::progress::AckTracker;
-use crate::route::{Router, TxnPosition};
-use crate::sink::{Ack, Sink};
-use crate::source::{Source, SourceEvent};
+use crate::relay::decode::{Decoded, EventDecoder, OutboxRow};
+use crate::relay::progress::AckTracker;
+use crate::relay::route::{Router, TxnPosition};
+use crate::relay::sink::{Ack, Sink};
+use crate::relay::source::{Source, SourceEvent};
+use crate::shutdown::Shutdown;
 
 /// Counters of one run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +133,7 @@ impl<K: Sink> Pipeline<K> {
     pub async fn stream<S: Source>(
         &mut self,
         source: &mut S,
-        stop: &mut watch::Receiver<bool>,
+        stop: &mut Shutdown,
         shutdown_timeout: Duration,
     ) -> Result<StreamEnd, TailerError> {
         let mut stop_deadline: Option<Instant> = None;
@@ -143,7 +144,7 @@ impl<K: Sink> Pipeline<K> {
             let room = self.has_room();
             tokio::select! {
                 biased;
-                _ = crate::stopped(stop), if stop_deadline.is_none() => {
+                _ = stop.requested(), if stop_deadline.is_none() => {
                     stop_deadline = Some(Instant::now() + shutdown_timeout);
                 }
                 _ = sleep_until(stop_deadline), if stop_deadline.is_some() => {
@@ -154,8 +155,8 @@ impl<K: Sink> Pipeline<K> {
                 Some(ack) = self.acks.recv() => self.on_ack(ack, Some(&mut *source))?,
                 event = source.next(), if room => match event? {
                     SourceEvent::End if self.txn.is_none() => return Ok(StreamEnd::Exhausted),
-                    SourceEvent::End => return Err(TailerError::Preflight(
-                        "the source ended inside a transaction; this is a bug, please report it".into(),
+                    SourceEvent::End => return Err(TailerError::Bug(
+                        "the source ended inside a transaction".into(),
                     )),
                     event => self.on_event(event, source).await?,
                 },
@@ -309,12 +310,12 @@ impl<K: Sink> Pipeline<K> {
     /// even be read (it then goes to the dead-letter topic or stops the tailer).
     async fn publish(
         &mut self,
-        row: crate::events::OutboxRow,
+        row: OutboxRow,
         malformed: Option<String>,
     ) -> Result<(), TailerError> {
         let Some(txn) = self.txn.as_mut() else {
-            return Err(TailerError::Preflight(
-                "an outbox Insert arrived outside a transaction; this is a protocol error, please report it".into(),
+            return Err(TailerError::Bug(
+                "an outbox Insert arrived outside a transaction".into(),
             ));
         };
         let seq = txn.next_seq;
@@ -330,9 +331,7 @@ impl<K: Sink> Pipeline<K> {
         let record = routed.record;
         let size = u32::try_from(record.size()).unwrap_or(u32::MAX);
         let Some(ticket) = self.tracker.publish(size) else {
-            return Err(TailerError::Preflight(
-                "internal: publish outside a transaction".into(),
-            ));
+            return Err(TailerError::Bug("publish outside a transaction".into()));
         };
         if let Err(e) = self.sink.send(record, ticket).await {
             self.tracker.unpublish(ticket);
@@ -367,7 +366,7 @@ impl<K: Sink> Pipeline<K> {
         &mut self,
         mut source: Option<&mut S>,
         deadline: Option<Instant>,
-        stop: Option<&mut watch::Receiver<bool>>,
+        stop: Option<&mut Shutdown>,
     ) -> Result<bool, TailerError> {
         let mut stop = stop;
         while self.tracker.in_flight_events() > 0 {
@@ -383,9 +382,9 @@ impl<K: Sink> Pipeline<K> {
     }
 }
 
-async fn stopped_or_pending(stop: Option<&mut watch::Receiver<bool>>) {
+async fn stopped_or_pending(stop: Option<&mut Shutdown>) {
     match stop {
-        Some(stop) => crate::stopped(stop).await,
+        Some(stop) => stop.requested().await,
         None => std::future::pending().await,
     }
 }
@@ -401,9 +400,9 @@ async fn sleep_until(deadline: Option<Instant>) {
 mod tests {
     use super::*;
     use crate::config::RouteConfig;
-    use crate::names::TableName;
-    use crate::sink::MemorySink;
-    use crate::source::ScriptedSource;
+    use crate::pg::names::TableName;
+    use crate::relay::scripted_source::ScriptedSource;
+    use crate::relay::sink::memory::MemorySink;
     use bytes::Bytes;
     use pgoutput::encode::encode;
     use pgoutput::{
@@ -489,7 +488,7 @@ mod tests {
     /// Runs the loop until the script ends. A loop blocked on a full window never ends: the
     /// timeout is how such a test observes "it stopped reading", not a synchronisation.
     async fn settle(p: &mut Pipeline<MemorySink>, source: &mut ScriptedSource) {
-        let (_stop_tx, mut stop) = watch::channel(false);
+        let mut stop = Shutdown::default();
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
             p.stream(source, &mut stop, Duration::from_secs(1)),

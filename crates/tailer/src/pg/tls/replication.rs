@@ -79,7 +79,7 @@ impl PgTls {
                 None => format!("{text}: check sslmode, sslrootcert and the server's certificate"),
             },
             sqlstate: None,
-            transient: false,
+            action: crate::error::Action::FixConfig,
         };
         let config = Arc::new(self.client_config()?);
         let mut tcp = TcpStream::connect((address, port))

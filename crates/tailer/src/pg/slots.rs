@@ -1,5 +1,5 @@
-//! Slot helpers shared by the operator commands: read a slot's position, make a temporary copy
-//! of it, move a slot forward.
+//! Slot helpers shared by run, the operator commands and the background tasks: read a slot's
+//! position, make a temporary copy of it, move a slot forward.
 //!
 //! A temporary copy (`pg_copy_logical_replication_slot(…, temporary => true)`) belongs to the
 //! session that made it and vanishes with it, even on a crash, so reading it through
@@ -60,10 +60,11 @@ pub async fn advance(client: &Client, slot: &str, to: Lsn) -> Result<Lsn, Tailer
     parse_lsn(row.get::<_, Option<String>>(0))
 }
 
-fn parse_lsn(text: Option<String>) -> Result<Lsn, TailerError> {
+/// An LSN the server printed (`pg_lsn::text`); NULL reads as 0/0.
+pub(crate) fn parse_lsn(text: Option<String>) -> Result<Lsn, TailerError> {
     let text = text.unwrap_or_else(|| "0/0".into());
     text.parse()
-        .map_err(|e| TailerError::Preflight(format!("unexpected LSN from the server: {e}")))
+        .map_err(|e| TailerError::Bug(format!("unexpected LSN {text:?} from the server: {e}")))
 }
 
 /// A temporary copy of a slot, named after its purpose and this session's backend pid.
@@ -93,7 +94,7 @@ impl TempCopy {
             )
             .await
             .map_err(|e| {
-                TailerError::Preflight(format!(
+                TailerError::Database(format!(
                     "cannot make a temporary copy of slot {from}: {e} (needs a free \
                      max_replication_slots entry and the REPLICATION attribute)"
                 ))

@@ -1,0 +1,6 @@
+//! Tasks that run beside the relay while `run` streams, and never stop it except for a reason
+//! they report: the slot watchdog, the replay window, the metrics endpoint.
+
+pub mod metrics_server;
+pub mod retention;
+pub mod watchdog;

@@ -1,0 +1,372 @@
+//! Every setting, declared once. Each field gets its flag and environment variable from clap
+//! and its TOML key (the field's name) from serde; the `file` module layers the file
+//! under what clap parsed. Settings with a default are `Option`s here (the default is applied
+//! in the `resolve` module), so "not given" can be told from "given".
+//!
+//! The few arguments that are deliberately command line only are in [`COMMAND_LINE_ONLY`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pgoutput::Lsn;
+use serde::{Deserialize, Serialize};
+
+use crate::config::secret::Secret;
+use crate::config::settings::AfterPublish;
+
+/// Arguments that name a position or an action for one invocation. From a file or the
+/// environment they would repeat at every start: skip events again, replay again.
+pub const COMMAND_LINE_ONLY: &[&str] = &["config", "start_lsn", "from_lsn", "to_lsn", "dry_run"];
+
+/// Tails PostgreSQL's WAL and publishes transactional-outbox events to Kafka.
+///
+/// Events are read from a logical replication slot (pgoutput), published in commit order
+/// (key = aggregate id), and the slot is advanced only after Kafka acknowledged them.
+/// First time: `outbox-tailer setup` creates the publication and the slot; then
+/// `outbox-tailer run`. On call: `outbox-tailer status` and `outbox-tailer peek`.
+#[derive(Debug, Parser)]
+#[command(name = "outbox-tailer", version, propagate_version = true)]
+pub struct CommandLine {
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "OUTBOX_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream outbox inserts from the slot to Kafka until SIGINT/SIGTERM.
+    Run(Box<RunArgs>),
+    /// Create the publication (FOR TABLE <outbox> WITH (publish = 'insert')) and then the slot,
+    /// if missing. Idempotent; prints what it did.
+    Setup(SetupArgs),
+    /// Show the slot, its lag and WAL retention, the publication, and a verdict with what to do.
+    Status(StatusArgs),
+    /// Show the events waiting in the slot, exactly as `run` would publish them, without
+    /// consuming them (reads a temporary copy of the slot; the slot itself never moves).
+    Peek(PeekArgs),
+    /// Re-publish the outbox events committed between two LSNs (a commit's LSN is in every
+    /// record's `outbox-lsn` header) without moving the live slot: reads a temporary copy of
+    /// the replay slot (`--replay-slot`) or of the live slot, whichever still holds the range.
+    Replay(ReplayArgs),
+    /// The polling relay: publish unpublished outbox rows every interval, then mark them
+    /// published (or delete them). A baseline, and a fallback where logical replication is not
+    /// available; needs the `seq` and `published_at` columns (migrations/0003).
+    Poll(Box<PollArgs>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where `replay` sends events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayTarget {
+    Kafka,
+    Stdout,
+}
+
+/// Where the outbox lives.
+#[derive(Debug, Args, Default, Serialize, Deserialize)]
+pub struct DatabaseArgs {
+    /// TOML file with any of these settings (flags and environment variables take precedence).
+    #[arg(long, env = "OUTBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// PostgreSQL connection, `host=… port=… user=… dbname=…` or `postgres://user@host/db`
+    /// [default: host=localhost user=postgres dbname=postgres].
+    #[arg(long, env = "OUTBOX_POSTGRES", hide_env_values = true)]
+    pub postgres: Option<Secret>,
+
+    /// PostgreSQL password (overrides one in the connection string).
+    #[arg(long, env = "OUTBOX_POSTGRES_PASSWORD", hide_env_values = true)]
+    pub postgres_password: Option<Secret>,
+
+    /// Logical replication slot [default: outbox_slot].
+    #[arg(long, env = "OUTBOX_SLOT")]
+    pub slot: Option<String>,
+
+    /// Publication holding the outbox table [default: outbox_pub].
+    #[arg(long, env = "OUTBOX_PUBLICATION")]
+    pub publication: Option<String>,
+
+    /// Outbox table, `schema.table` [default: public.outbox].
+    #[arg(long, env = "OUTBOX_TABLE")]
+    pub table: Option<String>,
+
+    /// A second slot that trails the live one by `--replay-retention-secs`, so `replay` can
+    /// re-publish recent events that were already confirmed [default: none]. Holds WAL for that
+    /// long: see docs/operations.md.
+    #[arg(long, env = "OUTBOX_REPLAY_SLOT")]
+    pub replay_slot: Option<String>,
+}
+
+/// When `status` and the running tailer's slot watchdog call a slot lagging or at risk.
+#[derive(Debug, Args, Default, Clone, Serialize, Deserialize)]
+pub struct ThresholdArgs {
+    /// Lag (bytes of WAL behind the server's current position) above which the slot is
+    /// "lagging" [default: 67108864 = 64 MiB].
+    #[arg(long, env = "OUTBOX_LAG_WARN_BYTES")]
+    pub lag_warn_bytes: Option<u64>,
+
+    /// `safe_wal_size` (bytes of WAL that may still be written before PostgreSQL invalidates
+    /// the slot) below which the slot is "at risk of invalidation" [default: 1073741824 = 1 GiB].
+    #[arg(long, env = "OUTBOX_SAFE_WAL_WARN_BYTES")]
+    pub safe_wal_warn_bytes: Option<u64>,
+}
+
+#[derive(Debug, Args, Serialize, Deserialize)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub db: DatabaseArgs,
+}
+
+#[derive(Debug, Args, Serialize, Deserialize)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub db: DatabaseArgs,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub thresholds: ThresholdArgs,
+
+    /// Print one JSON object instead of the table.
+    #[arg(long, env = "OUTBOX_JSON")]
+    #[serde(default)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Default, Serialize, Deserialize)]
+pub struct RunArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub db: DatabaseArgs,
+
+    /// Kafka bootstrap servers [default: localhost:9092].
+    #[arg(long, env = "OUTBOX_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+
+    /// Any librdkafka option as key=value (repeatable), e.g. `-X security.protocol=SASL_SSL`;
+    /// in the environment one per line, in the file a `[kafka]` table.
+    #[arg(
+        short = 'X',
+        long = "kafka-option",
+        value_name = "KEY=VALUE",
+        env = "OUTBOX_KAFKA_OPTIONS",
+        hide_env_values = true,
+        value_delimiter = '\n'
+    )]
+    #[serde(default)]
+    pub kafka: Vec<Secret>,
+
+    /// Compression: none, gzip, snappy, lz4, zstd [default: lz4].
+    #[arg(long, env = "OUTBOX_COMPRESSION")]
+    pub compression: Option<String>,
+
+    /// Producer linger in milliseconds [default: 5]. Lower it (1) for the lowest latency at
+    /// low rates; keep 5 at thousands of events/s (docs/polling-vs-tailing.md has the
+    /// measurements).
+    #[arg(long, env = "OUTBOX_LINGER_MS")]
+    pub linger_ms: Option<u64>,
+
+    /// Topic template; `${column}` is replaced by that column's value, `${routedByValue}` by
+    /// the route-by column's [default: outbox.event.${routedByValue}].
+    #[arg(long, env = "OUTBOX_TOPIC")]
+    pub topic: Option<String>,
+
+    /// Column whose value routes the event [default: aggregatetype].
+    #[arg(long, env = "OUTBOX_ROUTE_BY")]
+    pub route_by: Option<String>,
+
+    /// Column used as the Kafka key [default: aggregateid].
+    #[arg(long, env = "OUTBOX_KEY_COLUMN")]
+    pub key_column: Option<String>,
+
+    /// Event id column, sent as header `id` [default: id].
+    #[arg(long, env = "OUTBOX_ID_COLUMN")]
+    pub id_column: Option<String>,
+
+    /// Event type column, sent as header `type` [default: type].
+    #[arg(long, env = "OUTBOX_TYPE_COLUMN")]
+    pub type_column: Option<String>,
+
+    /// Payload column (jsonb, json, text or bytea; bytes passed unchanged) [default: payload].
+    #[arg(long, env = "OUTBOX_PAYLOAD_COLUMN")]
+    pub payload_column: Option<String>,
+
+    /// Optional jsonb column whose object entries become headers [default: headers].
+    #[arg(long, env = "OUTBOX_HEADERS_COLUMN")]
+    pub headers_column: Option<String>,
+
+    /// Extra column sent as a header, `column` or `column:header-name` (repeatable; in the
+    /// environment comma-separated).
+    #[arg(
+        long = "header-column",
+        value_name = "COLUMN[:HEADER]",
+        env = "OUTBOX_HEADER_COLUMNS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub header_columns: Vec<String>,
+
+    /// Topic for rows that cannot be routed (NULL key, missing route value, too large).
+    /// Without it such a row stops the tailer.
+    #[arg(long, env = "OUTBOX_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+
+    /// Largest record accepted, in bytes (key + value + headers) [default: 1000000]. Larger rows
+    /// are unroutable (dead-letter topic, or the tailer stops). Keep it at or below every
+    /// topic's `max.message.bytes` (broker default 1048588): see docs/operations.md.
+    #[arg(long, env = "OUTBOX_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Most events published but not yet acked [default: 20000].
+    #[arg(long, env = "OUTBOX_MAX_IN_FLIGHT_EVENTS")]
+    pub max_in_flight_events: Option<u64>,
+
+    /// Most bytes published but not yet acked [default: 16777216].
+    #[arg(long, env = "OUTBOX_MAX_IN_FLIGHT_BYTES")]
+    pub max_in_flight_bytes: Option<u64>,
+
+    /// Also publish events written with `pg_logical_emit_message(true, PREFIX, <JSON envelope>)`
+    /// (no outbox table needed); envelope keys are the column names above.
+    #[arg(long, env = "OUTBOX_MESSAGE_PREFIX")]
+    pub message_prefix: Option<String>,
+
+    /// Create the slot (after checking the publication) if it does not exist. For a first start
+    /// only: a new slot begins at the current WAL position.
+    #[arg(long, env = "OUTBOX_CREATE_SLOT")]
+    #[serde(default)]
+    pub create_slot: bool,
+
+    /// Create missing topics through the Kafka admin API before the first record to them.
+    #[arg(long, env = "OUTBOX_CREATE_TOPICS")]
+    #[serde(default)]
+    pub create_topics: bool,
+
+    /// Partitions of topics created with --create-topics [default: 1].
+    #[arg(long, env = "OUTBOX_TOPIC_PARTITIONS")]
+    pub topic_partitions: Option<i32>,
+
+    /// Seconds to wait for in-flight acks on shutdown [default: 30].
+    #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout_secs: Option<u64>,
+
+    /// Milliseconds between status updates to PostgreSQL [default: 1000].
+    #[arg(long, env = "OUTBOX_STATUS_INTERVAL_MS")]
+    pub status_interval_ms: Option<u64>,
+
+    /// Serve Prometheus metrics on `/metrics`, liveness on `/healthz` and readiness on
+    /// `/readyz` at this address, e.g. `127.0.0.1:9187` [default: off].
+    #[arg(long, env = "OUTBOX_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// `/readyz` fails when events are in flight and nothing was confirmed for this many
+    /// seconds [default: 60].
+    #[arg(long, env = "OUTBOX_READY_MAX_STALL_SECS")]
+    pub ready_max_stall_secs: Option<u64>,
+
+    /// Milliseconds between checks of the slot (lag, `safe_wal_size`, invalidation) while
+    /// running [default: 10000].
+    #[arg(long, env = "OUTBOX_SLOT_CHECK_INTERVAL_MS")]
+    pub slot_check_interval_ms: Option<u64>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub thresholds: ThresholdArgs,
+
+    /// Start streaming at this LSN instead of the slot's position: transactions committed
+    /// before it are SKIPPED and never published (the slot is advanced to it first). For
+    /// recovering from a poison event or a deliberate cut-over only; on the command line only.
+    #[arg(long, value_name = "LSN")]
+    pub start_lsn: Option<Lsn>,
+
+    /// With `--replay-slot`: how far (in seconds of confirmed progress) the replay slot trails
+    /// the live slot [default: 86400].
+    #[arg(long, env = "OUTBOX_REPLAY_RETENTION_SECS")]
+    pub replay_retention_secs: Option<u64>,
+}
+
+#[derive(Debug, Args, Serialize, Deserialize)]
+pub struct PeekArgs {
+    /// The routing flags of `run` (topic template, columns, message prefix, …), so events are
+    /// shown exactly as `run` would publish them.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: Box<RunArgs>,
+
+    /// Show at most this many events [default: 20].
+    #[arg(long = "limit", env = "OUTBOX_PEEK_LIMIT")]
+    pub peek_limit: Option<usize>,
+
+    /// Also print each event's payload (off by default: payloads may hold personal data).
+    #[arg(long, env = "OUTBOX_SHOW_PAYLOAD")]
+    #[serde(default)]
+    pub show_payload: bool,
+
+    /// Print one JSON object instead of the table.
+    #[arg(long, env = "OUTBOX_JSON")]
+    #[serde(default)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Serialize, Deserialize)]
+pub struct ReplayArgs {
+    /// Database, routing and Kafka settings, as for `run`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: Box<RunArgs>,
+
+    /// Replay transactions whose commit LSN (header `outbox-lsn`) is at least this, e.g. 0/16B3748.
+    #[arg(long, value_name = "LSN")]
+    pub from_lsn: Lsn,
+
+    /// … and at most this [default: the server's current WAL position when replay starts].
+    #[arg(long, value_name = "LSN")]
+    pub to_lsn: Option<Lsn>,
+
+    /// Where replayed events go: `kafka` (the topics `run` publishes to, records identical to
+    /// the originals, so consumers dedupe them by `id`) or `stdout` (one JSON object per line)
+    /// [default: kafka].
+    #[arg(long = "to", value_enum, env = "OUTBOX_REPLAY_TO")]
+    pub replay_to: Option<ReplayTarget>,
+
+    /// Decode and route the range, print the summary, publish nothing.
+    #[arg(long)]
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args, Serialize, Deserialize)]
+pub struct PollArgs {
+    /// Database, routing and Kafka settings, as for `run` (slot settings are not used).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub run: RunArgs,
+
+    /// Milliseconds between polls [default: 2000, the classic example].
+    #[arg(long = "interval-ms", env = "OUTBOX_POLL_INTERVAL_MS")]
+    pub poll_interval_ms: Option<u64>,
+
+    /// Rows per poll [default: 10, the classic example].
+    #[arg(long = "batch", env = "OUTBOX_POLL_BATCH")]
+    pub poll_batch: Option<i64>,
+
+    /// After a full batch, poll again at once instead of waiting (the tuned setting).
+    #[arg(long = "drain", env = "OUTBOX_POLL_DRAIN")]
+    #[serde(default)]
+    pub poll_drain: bool,
+
+    /// What to do with published rows [default: mark].
+    #[arg(long = "after", value_enum, env = "OUTBOX_POLL_AFTER")]
+    pub poll_after: Option<AfterPublish>,
+}

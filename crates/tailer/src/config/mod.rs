@@ -1,0 +1,28 @@
+//! Configuration: every setting declared once ([`args`]) with its flag, environment variable
+//! and TOML key; the file layered under flags and environment ([`file`]); validation and
+//! defaults ([`resolve`]) into the [`settings`] the rest of the tailer is built from.
+//!
+//! Precedence: flag, then environment variable, then the file, then the default. Secrets (the
+//! PostgreSQL password, `sasl.password`/`ssl.key.password` Kafka options) never appear in
+//! `Debug` output, logs, or `--help`.
+
+pub mod args;
+pub mod file;
+pub mod resolve;
+pub mod secret;
+pub mod settings;
+pub mod topic_template;
+
+#[cfg(test)]
+mod tests;
+
+pub use args::{
+    Command, CommandLine, DatabaseArgs, LogFormat, PeekArgs, PollArgs, ReplayArgs, ReplayTarget,
+    RunArgs, SetupArgs, StatusArgs, ThresholdArgs,
+};
+pub use resolve::PeekSettings;
+pub use secret::Secret;
+pub use settings::{
+    describe_pg, AfterPublish, PollConfig, RouteConfig, SinkConfig, SlotThresholds, SourceConfig,
+    TailerConfig,
+};

@@ -1,0 +1,289 @@
+//! From arguments (flags, environment and file already layered) to the settings the tailer
+//! runs with: defaults applied, everything validated, names checked before they reach SQL.
+
+use std::time::Duration;
+
+use crate::config::args::{
+    Command, DatabaseArgs, PeekArgs, PollArgs, ReplayArgs, ReplayTarget, RunArgs, StatusArgs,
+    ThresholdArgs,
+};
+use crate::config::file::SettingsFile;
+use crate::config::settings::{
+    AfterPublish, PollConfig, RouteConfig, SinkConfig, SlotThresholds, SourceConfig, TailerConfig,
+};
+use crate::config::topic_template::TopicTemplate;
+use crate::error::TailerError;
+use crate::pg::names::{validate_ident, validate_slot, TableName};
+use crate::pg::tls::parse_conn_str;
+
+/// The producer's linger, librdkafka's own default; docs/polling-vs-tailing.md has the
+/// measurements behind keeping it.
+const DEFAULT_LINGER_MS: u64 = 5;
+
+impl Command {
+    /// The `--config` file this command names.
+    pub fn settings_file(&self) -> Result<SettingsFile, TailerError> {
+        let db = match self {
+            Command::Run(a) => &a.db,
+            Command::Setup(a) => &a.db,
+            Command::Status(a) => &a.db,
+            Command::Peek(a) => &a.run.db,
+            Command::Replay(a) => &a.run.db,
+            Command::Poll(a) => &a.run.db,
+        };
+        SettingsFile::load(db.config.as_deref())
+    }
+}
+
+impl DatabaseArgs {
+    /// Layer the file under these arguments and resolve.
+    pub fn resolve(&self) -> Result<SourceConfig, TailerError> {
+        SettingsFile::load(self.config.as_deref())?
+            .under(self)?
+            .settings()
+    }
+
+    /// Resolve arguments that already hold the file's values.
+    pub fn settings(&self) -> Result<SourceConfig, TailerError> {
+        let conn = self
+            .postgres
+            .as_ref()
+            .map_or("host=localhost user=postgres dbname=postgres", |s| {
+                s.expose()
+            });
+        let (mut pg, tls) = parse_conn_str(conn)?;
+        if let Some(pw) = &self.postgres_password {
+            pg.password(pw.expose().as_bytes());
+        }
+        if pg.get_user().is_none() {
+            pg.user("postgres");
+        }
+        if pg.get_dbname().is_none() {
+            let user = pg.get_user().unwrap_or("postgres").to_owned();
+            pg.dbname(&user);
+        }
+        pg.application_name("outbox-tailer");
+        let slot = or_default(&self.slot, "outbox_slot");
+        validate_slot(&slot)?;
+        let publication = or_default(&self.publication, "outbox_pub");
+        validate_ident("publication", &publication)?;
+        let table = TableName::parse(&or_default(&self.table, "public.outbox"))?;
+        if let Some(replay) = &self.replay_slot {
+            validate_slot(replay)?;
+            if *replay == slot {
+                return Err(TailerError::Config(format!(
+                    "the replay slot must differ from the live slot ({slot})"
+                )));
+            }
+        }
+        Ok(SourceConfig {
+            pg,
+            tls,
+            slot,
+            publication,
+            table,
+            replay_slot: self.replay_slot.clone(),
+        })
+    }
+}
+
+impl ThresholdArgs {
+    pub fn settings(&self) -> SlotThresholds {
+        let d = SlotThresholds::default();
+        SlotThresholds {
+            lag_warn_bytes: self.lag_warn_bytes.unwrap_or(d.lag_warn_bytes),
+            safe_wal_warn_bytes: self.safe_wal_warn_bytes.unwrap_or(d.safe_wal_warn_bytes),
+        }
+    }
+}
+
+impl StatusArgs {
+    /// The slot to look at and when to call it lagging or at risk.
+    pub fn resolve(&self) -> Result<(SourceConfig, SlotThresholds, StatusArgs), TailerError> {
+        let args = SettingsFile::load(self.db.config.as_deref())?.under(self)?;
+        Ok((args.db.settings()?, args.thresholds.settings(), args))
+    }
+}
+
+impl RunArgs {
+    /// Merge flags, environment, file and defaults; validate everything.
+    pub fn resolve(&self) -> Result<TailerConfig, TailerError> {
+        SettingsFile::load(self.db.config.as_deref())?
+            .under(self)?
+            .settings()
+    }
+
+    /// Resolve arguments that already hold the file's values.
+    pub fn settings(&self) -> Result<TailerConfig, TailerError> {
+        let route = self.route()?;
+        Ok(TailerConfig {
+            source: self.db.settings()?,
+            sink: self.sink()?,
+            max_in_flight_events: at_least_1(
+                "max_in_flight_events",
+                self.max_in_flight_events.unwrap_or(20_000),
+            )?,
+            max_in_flight_bytes: at_least_1(
+                "max_in_flight_bytes",
+                self.max_in_flight_bytes.unwrap_or(16 << 20),
+            )?,
+            message_prefix: self.message_prefix.clone(),
+            create_slot: self.create_slot,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(30)),
+            // Status updates must stay well inside wal_sender_timeout (60 s by default).
+            status_interval: Duration::from_millis(at_most(
+                "status_interval_ms",
+                at_least_1(
+                    "status_interval_ms",
+                    self.status_interval_ms.unwrap_or(1000),
+                )?,
+                10_000,
+            )?),
+            metrics_addr: self.metrics_addr,
+            ready_max_stall: Duration::from_secs(at_least_1(
+                "ready_max_stall_secs",
+                self.ready_max_stall_secs.unwrap_or(60),
+            )?),
+            slot_check_interval: Duration::from_millis(at_least_1(
+                "slot_check_interval_ms",
+                self.slot_check_interval_ms.unwrap_or(10_000),
+            )?),
+            thresholds: self.thresholds.settings(),
+            start_lsn: self.start_lsn,
+            replay_retention: Duration::from_secs(self.replay_retention_secs.unwrap_or(86_400)),
+            route,
+        })
+    }
+
+    fn route(&self) -> Result<RouteConfig, TailerError> {
+        let d = RouteConfig::default();
+        let mut header_columns = Vec::new();
+        for spec in &self.header_columns {
+            let (col, header) = spec.split_once(':').unwrap_or((spec, spec));
+            if col.is_empty() || header.is_empty() {
+                return Err(TailerError::Config(format!(
+                    "header column {spec:?}: expected `column` or `column:header-name`"
+                )));
+            }
+            header_columns.push((col.to_owned(), header.to_owned()));
+        }
+        let route = RouteConfig {
+            topic: or_default(&self.topic, &d.topic),
+            route_by: or_default(&self.route_by, &d.route_by),
+            key_column: or_default(&self.key_column, &d.key_column),
+            id_column: or_default(&self.id_column, &d.id_column),
+            type_column: or_default(&self.type_column, &d.type_column),
+            payload_column: or_default(&self.payload_column, &d.payload_column),
+            headers_column: or_default(&self.headers_column, &d.headers_column),
+            header_columns,
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
+        };
+        TopicTemplate::parse(&route.topic)?;
+        Ok(route)
+    }
+
+    fn sink(&self) -> Result<SinkConfig, TailerError> {
+        let compression = or_default(&self.compression, "lz4");
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&compression.as_str()) {
+            return Err(TailerError::Config(format!(
+                "compression {compression:?}: use none, gzip, snappy, lz4 or zstd"
+            )));
+        }
+        let linger = self.linger_ms.unwrap_or(DEFAULT_LINGER_MS);
+        let mut options = vec![
+            ("compression.type".to_owned(), compression),
+            ("linger.ms".to_owned(), linger.to_string()),
+        ];
+        for raw in &self.kafka {
+            let (k, v) = raw.expose().split_once('=').ok_or_else(|| {
+                TailerError::Config("a kafka option (-X) is not of the form key=value".into())
+            })?;
+            options.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        Ok(SinkConfig {
+            brokers: or_default(&self.brokers, "localhost:9092"),
+            options,
+            create_topics: self.create_topics,
+            topic_partitions: self.topic_partitions.unwrap_or(1),
+        })
+    }
+}
+
+/// What `peek` shows, resolved.
+#[derive(Debug)]
+pub struct PeekSettings {
+    pub config: TailerConfig,
+    pub limit: usize,
+    pub show_payload: bool,
+    pub json: bool,
+}
+
+impl PeekArgs {
+    pub fn resolve(&self) -> Result<PeekSettings, TailerError> {
+        let args = SettingsFile::load(self.run.db.config.as_deref())?.under(self)?;
+        Ok(PeekSettings {
+            config: args.run.settings()?,
+            limit: args.peek_limit.unwrap_or(20),
+            show_payload: args.show_payload,
+            json: args.json,
+        })
+    }
+}
+
+impl ReplayArgs {
+    /// The run settings and where the events go.
+    pub fn resolve(&self) -> Result<(TailerConfig, ReplayTarget), TailerError> {
+        let args = SettingsFile::load(self.run.db.config.as_deref())?.under(self)?;
+        Ok((
+            args.run.settings()?,
+            args.replay_to.unwrap_or(ReplayTarget::Kafka),
+        ))
+    }
+}
+
+impl PollArgs {
+    /// The run settings and the polling cadence.
+    pub fn resolve(&self) -> Result<(TailerConfig, PollConfig), TailerError> {
+        let args = SettingsFile::load(self.run.db.config.as_deref())?.under(self)?;
+        Ok((args.run.settings()?, args.poll_config()?))
+    }
+
+    /// The polling cadence of arguments that already hold the file's values.
+    pub fn poll_config(&self) -> Result<PollConfig, TailerError> {
+        let classic = PollConfig::CLASSIC;
+        let interval_ms = self
+            .poll_interval_ms
+            .unwrap_or(u64::try_from(classic.interval.as_millis()).unwrap_or(u64::MAX));
+        let batch = self.poll_batch.unwrap_or(classic.batch);
+        if batch < 1 || interval_ms == 0 {
+            return Err(TailerError::Config(
+                "poll batch and interval must be at least 1".into(),
+            ));
+        }
+        Ok(PollConfig {
+            interval: Duration::from_millis(interval_ms),
+            batch,
+            drain: self.poll_drain,
+            after: self.poll_after.unwrap_or(AfterPublish::Mark),
+        })
+    }
+}
+
+fn or_default(value: &Option<String>, default: &str) -> String {
+    value.clone().unwrap_or_else(|| default.to_owned())
+}
+
+fn at_least_1(name: &str, v: u64) -> Result<u64, TailerError> {
+    if v == 0 {
+        return Err(TailerError::Config(format!("{name} must be at least 1")));
+    }
+    Ok(v)
+}
+
+fn at_most(name: &str, v: u64, max: u64) -> Result<u64, TailerError> {
+    if v > max {
+        return Err(TailerError::Config(format!("{name} must be at most {max}")));
+    }
+    Ok(v)
+}

@@ -1,0 +1,188 @@
+//! The resolved settings each part of the tailer is built from: validated, defaults applied,
+//! nothing optional left that has a default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::secret::is_secret_option;
+use crate::pg::names::TableName;
+use crate::pg::tls::PgTls;
+
+/// Where and how to connect to PostgreSQL, and which slot and publication to use.
+#[derive(Clone)]
+pub struct SourceConfig {
+    pub pg: tokio_postgres::Config,
+    /// sslmode and certificates, applied to every connection (see `tls`).
+    pub tls: PgTls,
+    pub slot: String,
+    pub publication: String,
+    pub table: TableName,
+    /// The slot that trails the live one so `replay` can reach back (none: no replay window).
+    pub replay_slot: Option<String>,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("pg", &describe_pg(&self.pg))
+            .field("tls", &self.tls)
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("table", &self.table)
+            .field("replay_slot", &self.replay_slot)
+            .finish()
+    }
+}
+
+/// `user@host:port/db`, without the password.
+pub fn describe_pg(pg: &tokio_postgres::Config) -> String {
+    let host = pg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        pg.get_user().unwrap_or("postgres"),
+        pg.get_dbname().unwrap_or("postgres")
+    )
+}
+
+/// How outbox rows become Kafka records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub topic: String,
+    pub route_by: String,
+    pub key_column: String,
+    pub id_column: String,
+    pub type_column: String,
+    pub payload_column: String,
+    pub headers_column: String,
+    /// `(column, header name)`
+    pub header_columns: Vec<(String, String)>,
+    pub dead_letter_topic: Option<String>,
+    pub max_message_bytes: usize,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        RouteConfig {
+            topic: "outbox.event.${routedByValue}".into(),
+            route_by: "aggregatetype".into(),
+            key_column: "aggregateid".into(),
+            id_column: "id".into(),
+            type_column: "type".into(),
+            payload_column: "payload".into(),
+            headers_column: "headers".into(),
+            header_columns: Vec::new(),
+            dead_letter_topic: None,
+            max_message_bytes: 1_000_000,
+        }
+    }
+}
+
+/// The Kafka producer.
+#[derive(Clone, Default)]
+pub struct SinkConfig {
+    pub brokers: String,
+    /// librdkafka options, applied after the tailer's defaults.
+    pub options: Vec<(String, String)>,
+    pub create_topics: bool,
+    pub topic_partitions: i32,
+}
+
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: Vec<_> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_option(k) { "<redacted>" } else { v };
+                format!("{k}={shown}")
+            })
+            .collect();
+        f.debug_struct("SinkConfig")
+            .field("brokers", &self.brokers)
+            .field("options", &options)
+            .field("create_topics", &self.create_topics)
+            .finish()
+    }
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct TailerConfig {
+    pub source: SourceConfig,
+    pub route: RouteConfig,
+    pub sink: SinkConfig,
+    pub max_in_flight_events: u64,
+    pub max_in_flight_bytes: u64,
+    /// Prefix of logical decoding messages that carry events (none: messages are ignored).
+    pub message_prefix: Option<String>,
+    pub create_slot: bool,
+    pub shutdown_timeout: Duration,
+    pub status_interval: Duration,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz` (none: no HTTP endpoint).
+    pub metrics_addr: Option<SocketAddr>,
+    /// `/readyz` fails when events are in flight and nothing was confirmed for this long.
+    pub ready_max_stall: Duration,
+    /// How often the slot watchdog looks at the slot.
+    pub slot_check_interval: Duration,
+    pub thresholds: SlotThresholds,
+    /// Skip ahead to this LSN before streaming (`run --start-lsn`).
+    pub start_lsn: Option<pgoutput::Lsn>,
+    /// How far the replay slot trails the live slot.
+    pub replay_retention: Duration,
+}
+
+/// When `status` and the running tailer's slot watchdog call a slot lagging or at risk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotThresholds {
+    pub lag_warn_bytes: u64,
+    pub safe_wal_warn_bytes: u64,
+}
+
+impl Default for SlotThresholds {
+    fn default() -> Self {
+        SlotThresholds {
+            lag_warn_bytes: 64 << 20,
+            safe_wal_warn_bytes: 1 << 30,
+        }
+    }
+}
+
+/// What to do with published rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterPublish {
+    /// `UPDATE … SET published_at = now()`: rows stay for a retention job.
+    Mark,
+    /// `DELETE`: the table stays small.
+    Delete,
+}
+
+/// How often and how much to poll.
+#[derive(Debug, Clone, Copy)]
+pub struct PollConfig {
+    pub interval: Duration,
+    pub batch: i64,
+    /// Poll again at once after a full batch instead of waiting for the interval.
+    pub drain: bool,
+    pub after: AfterPublish,
+}
+
+impl PollConfig {
+    /// The classic example: every 2 s, 10 rows.
+    pub const CLASSIC: PollConfig = PollConfig {
+        interval: Duration::from_secs(2),
+        batch: 10,
+        drain: false,
+        after: AfterPublish::Mark,
+    };
+}

@@ -1,0 +1,269 @@
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
+
+use crate::config::args::{Command, CommandLine, RunArgs, COMMAND_LINE_ONLY};
+use crate::config::file::{known_keys, SettingsFile};
+
+fn temp_toml(name: &str, text: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("outbox-tailer-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn settings_file(text: &str) -> (SettingsFile, PathBuf) {
+    let path = temp_toml("secrets", text);
+    (SettingsFile::load(Some(&path)).unwrap(), path)
+}
+
+fn run_args(args: &[&str]) -> RunArgs {
+    let mut argv = vec!["outbox-tailer", "run"];
+    argv.extend_from_slice(args);
+    match CommandLine::try_parse_from(argv).unwrap().command {
+        Command::Run(r) => *r,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn defaults_follow_debezium() {
+    let c = run_args(&[]).resolve().unwrap();
+    assert_eq!(c.route.topic, "outbox.event.${routedByValue}");
+    assert_eq!(c.route.key_column, "aggregateid");
+    assert_eq!(c.source.slot, "outbox_slot");
+    assert_eq!(c.source.table.to_string(), "public.outbox");
+}
+
+#[test]
+fn password_never_in_debug_output() {
+    let c = run_args(&[
+        "--postgres",
+        "host=db user=u password=hunter2 dbname=x",
+        "-X",
+        "sasl.password=s3cret",
+    ])
+    .resolve()
+    .unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+#[test]
+fn secrets_never_in_debug_output_of_the_arguments() {
+    let argv = [
+        "outbox-tailer",
+        "run",
+        "--postgres",
+        "host=db password=hunter2",
+        "--postgres-password",
+        "pw-flag-secret",
+        "-X",
+        "sasl.password=s3cret",
+    ];
+    let shown = format!("{:?}", CommandLine::try_parse_from(argv).unwrap());
+    for secret in ["hunter2", "pw-flag-secret", "s3cret"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let (file, path) =
+        settings_file("postgres_password = 'file-secret'\n[kafka]\n'sasl.password' = 'k-secret'\n");
+    std::fs::remove_file(path).unwrap();
+    let shown = format!("{file:?}");
+    assert!(
+        !shown.contains("file-secret") && !shown.contains("k-secret"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn bad_names_are_rejected() {
+    let e = run_args(&["--slot", "Bad-Slot"]).resolve().unwrap_err();
+    assert!(e.to_string().contains("slot name"), "{e}");
+    let e = run_args(&["--publication", "p'; --"])
+        .resolve()
+        .unwrap_err();
+    assert!(e.to_string().contains("publication"), "{e}");
+}
+
+#[test]
+fn file_unknown_keys_are_rejected() {
+    let path = temp_toml("unknown", "slott = 'x'");
+    let e = SettingsFile::load(Some(&path)).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(e.to_string().contains("unknown field"), "{e}");
+}
+
+#[test]
+fn file_values_apply_and_flags_win() {
+    let path = temp_toml(
+        "apply",
+        "slot = 'from_file'\npublication = 'file_pub'\ntopic = 'events.${type}'\n\
+         dead_letter_topic = 'dlq'\nmax_in_flight_events = 7\n[kafka]\n'socket.timeout.ms' = '1234'\n",
+    );
+    let path_str = path.to_str().unwrap();
+    let c = run_args(&["--config", path_str, "--publication", "flag_pub"]).resolve();
+    std::fs::remove_file(&path).unwrap();
+    let c = c.unwrap();
+    assert_eq!(c.source.slot, "from_file");
+    assert_eq!(
+        c.source.publication, "flag_pub",
+        "the flag wins over the file"
+    );
+    assert_eq!(c.route.topic, "events.${type}");
+    assert_eq!(c.route.dead_letter_topic.as_deref(), Some("dlq"));
+    assert_eq!(c.max_in_flight_events, 7);
+    assert!(c
+        .sink
+        .options
+        .contains(&("socket.timeout.ms".to_owned(), "1234".to_owned())));
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let e = run_args(&["--config", "/nonexistent/outbox.toml"])
+        .resolve()
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot read config file"), "{e}");
+}
+
+/// Every setting has a flag, an environment variable and a TOML key, all from one declaration;
+/// only the arguments in `COMMAND_LINE_ONLY` are flags alone.
+#[test]
+fn every_setting_has_a_flag_an_env_var_and_a_toml_key() {
+    let keys = known_keys();
+    let mut envs = std::collections::BTreeMap::new();
+    let mut missing = Vec::new();
+    let root = CommandLine::command();
+    let commands = std::iter::once(&root).chain(root.get_subcommands());
+    for cmd in commands {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") || COMMAND_LINE_ONLY.contains(&id) {
+                continue;
+            }
+            match arg.get_env().and_then(|e| e.to_str()) {
+                Some(env) => {
+                    assert!(env.starts_with("OUTBOX_"), "{id}: {env}");
+                    let first = envs.entry(env.to_owned()).or_insert(id.to_owned());
+                    assert_eq!(first, id, "{env} names two settings");
+                }
+                None => missing.push(format!(
+                    "{} --{id}: no environment variable",
+                    cmd.get_name()
+                )),
+            }
+            if !keys.contains(id) {
+                missing.push(format!("{} --{id}: no TOML key", cmd.get_name()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+    // Each TOML key is the serde name of the same field: a file setting every key of `run`
+    // reads back into the arguments (a renamed or skipped field would be refused or lost).
+    let run = root.find_subcommand("run").unwrap();
+    for arg in run.get_arguments() {
+        let id = arg.get_id().as_str();
+        if !keys.contains(id) || id == "log_format" {
+            continue;
+        }
+        let args = match CommandLine::try_parse_from(["outbox-tailer", "run"])
+            .unwrap()
+            .command
+        {
+            Command::Run(r) => *r,
+            _ => unreachable!(),
+        };
+        let value = serde_json::to_value(&args).unwrap();
+        assert!(
+            value.get(id).is_some(),
+            "--{id} has no serde field of that name"
+        );
+    }
+}
+
+#[test]
+fn log_format_comes_from_the_file_too() {
+    let path = temp_toml("log", "log_format = 'json'\n");
+    let file = SettingsFile::load(Some(&path)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        file.log_format().unwrap(),
+        Some(crate::config::LogFormat::Json)
+    );
+}
+
+#[test]
+fn command_line_only_arguments_are_refused_in_the_file() {
+    let path = temp_toml("start", "start_lsn = '0/16B3748'\n");
+    let e = SettingsFile::load(Some(&path)).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(e.to_string().contains("unknown field `start_lsn`"), "{e}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key() {
+    let path = temp_toml("type", "max_in_flight_events = 'many'\n");
+    let e = run_args(&["--config", path.to_str().unwrap()])
+        .resolve()
+        .unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(e.to_string().contains("`max_in_flight_events`"), "{e}");
+}
+
+#[test]
+fn lists_take_the_file_first_then_the_flags() {
+    let path = temp_toml(
+        "lists",
+        "header_columns = ['tenant']\n[kafka]\n'client.rack' = 'a'\n",
+    );
+    let c = run_args(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--header-column",
+        "region:x-region",
+        "-X",
+        "client.rack=b",
+    ])
+    .resolve();
+    std::fs::remove_file(&path).unwrap();
+    let c = c.unwrap();
+    assert_eq!(
+        c.route.header_columns,
+        [
+            ("tenant".into(), "tenant".into()),
+            ("region".into(), "x-region".into())
+        ]
+    );
+    let racks: Vec<_> = c
+        .sink
+        .options
+        .iter()
+        .filter(|(k, _)| k == "client.rack")
+        .collect();
+    assert_eq!(
+        racks.len(),
+        2,
+        "the flag's comes last, so it wins in librdkafka"
+    );
+    assert_eq!(racks[1].1, "b");
+}
+
+#[test]
+fn poll_settings_come_from_the_file() {
+    let path = temp_toml(
+        "poll",
+        "poll_interval_ms = 50\npoll_batch = 500\npoll_drain = true\npoll_after = 'delete'\n",
+    );
+    let argv = ["outbox-tailer", "poll", "--config", path.to_str().unwrap()];
+    let Command::Poll(args) = CommandLine::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let resolved = args.resolve();
+    std::fs::remove_file(&path).unwrap();
+    let (_, poll) = resolved.unwrap();
+    assert_eq!(poll.interval, std::time::Duration::from_millis(50));
+    assert_eq!(poll.batch, 500);
+    assert!(poll.drain);
+    assert_eq!(poll.after, crate::config::AfterPublish::Delete);
+}

@@ -1,0 +1,420 @@
+//! A slot as PostgreSQL sees it, and a verdict with what to do: what `outbox-tailer status`
+//! prints and what the running tailer's slot watchdog acts on.
+//!
+//! Everything comes from one read of `pg_replication_slots` (as JSON, so the columns added by
+//! later PostgreSQL versions are picked up when present), the server's current WAL position,
+//! and the publication.
+//!
+//! ```text
+//!   restart_lsn ──── confirmed_flush_lsn ──────────────── current WAL ─ ─ ─ ─▶ invalidated at
+//!        └── WAL retained for the slot ──┴──── lag (bytes) ───┘   (safe_wal_size left)
+//! ```
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::config::{SlotThresholds, SourceConfig};
+use crate::error::TailerError;
+
+/// The four states an on-call engineer acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Healthy,
+    Lagging,
+    AtRisk,
+    Invalidated,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Healthy => "healthy",
+            Health::Lagging => "lagging",
+            Health::AtRisk => "at risk of invalidation",
+            Health::Invalidated => "invalidated",
+        })
+    }
+}
+
+/// One line saying what is going on, and one saying what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub health: Health,
+    pub summary: String,
+    pub action: String,
+}
+
+/// The publication the tailer reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicationStatus {
+    pub name: String,
+    pub exists: bool,
+    /// Operations it publishes (`insert`, `update`, …).
+    pub publishes: Vec<String>,
+    /// `schema.table` of every table in it.
+    pub tables: Vec<String>,
+    pub includes_outbox_table: bool,
+}
+
+/// Everything `status` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotStatus {
+    pub slot: String,
+    pub plugin: Option<String>,
+    pub slot_type: String,
+    pub database: Option<String>,
+    pub active: bool,
+    pub active_pid: Option<i64>,
+    pub confirmed_flush_lsn: Option<String>,
+    pub restart_lsn: Option<String>,
+    /// `reserved`, `extended`, `unreserved` or `lost` (NULL on a slot never used).
+    pub wal_status: Option<String>,
+    /// Bytes that can still be written before the slot is invalidated; `None` when
+    /// `max_slot_wal_keep_size = -1` (no limit).
+    pub safe_wal_size: Option<i64>,
+    /// PostgreSQL 17+: why the slot was invalidated.
+    pub invalidation_reason: Option<String>,
+    pub two_phase: bool,
+    /// `pg_current_wal_lsn()` (on a standby: the last replayed position).
+    pub current_wal_lsn: String,
+    /// `current_wal_lsn - confirmed_flush_lsn`: WAL the tailer has not confirmed yet.
+    pub lag_bytes: Option<i64>,
+    /// `current_wal_lsn - restart_lsn`: WAL kept on disk for this slot.
+    pub retained_bytes: Option<i64>,
+    pub wal_level: String,
+    pub max_slot_wal_keep_size: String,
+    pub publication: PublicationStatus,
+    pub thresholds: Thresholds,
+    pub verdict: Verdict,
+    /// The replay slot (`--replay-slot`), when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_window: Option<ReplayWindow>,
+}
+
+/// The replay slot: how far back `replay` reaches and what WAL it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayWindow {
+    pub slot: String,
+    pub exists: bool,
+    /// The oldest commit LSN `replay` can start from.
+    pub confirmed_flush_lsn: Option<String>,
+    pub wal_status: Option<String>,
+    /// `current_wal_lsn - restart_lsn`: WAL kept on disk for the window.
+    pub retained_bytes: Option<i64>,
+}
+
+/// The thresholds the verdict used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Thresholds {
+    pub lag_warn_bytes: u64,
+    pub safe_wal_warn_bytes: u64,
+}
+
+impl From<SlotThresholds> for Thresholds {
+    fn from(t: SlotThresholds) -> Self {
+        Thresholds {
+            lag_warn_bytes: t.lag_warn_bytes,
+            safe_wal_warn_bytes: t.safe_wal_warn_bytes,
+        }
+    }
+}
+
+/// Read the slot's status on an open connection.
+pub async fn read_status(
+    client: &Client,
+    config: &SourceConfig,
+    thresholds: SlotThresholds,
+) -> Result<SlotStatus, TailerError> {
+    let current =
+        "CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
+                   ELSE pg_catalog.pg_current_wal_lsn() END";
+    let sql = format!(
+        "SELECT pg_catalog.to_jsonb(s)::text, ({current})::text, \
+                (({current}) - s.confirmed_flush_lsn)::bigint, \
+                (({current}) - s.restart_lsn)::bigint, \
+                pg_catalog.current_setting('wal_level'), \
+                pg_catalog.current_setting('max_slot_wal_keep_size') \
+         FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = $1"
+    );
+    let row = client
+        .query_opt(&sql, &[&config.slot])
+        .await
+        .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))?;
+    let Some(row) = row else {
+        return Err(TailerError::Database(format!(
+            "replication slot {} does not exist in this cluster: run `outbox-tailer setup` on a \
+             first start; if it existed before, it was dropped or this is a failed-over or \
+             restored server (see \"Failover and upgrades\" in docs/operations.md)",
+            config.slot
+        )));
+    };
+    let slot: serde_json::Value = serde_json::from_str(row.get::<_, &str>(0))
+        .map_err(|e| TailerError::Bug(format!("unreadable pg_replication_slots row: {e}")))?;
+    let text = |k: &str| slot.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let publication = read_publication(client, config).await?;
+    let mut status = SlotStatus {
+        slot: config.slot.clone(),
+        plugin: text("plugin"),
+        slot_type: text("slot_type").unwrap_or_default(),
+        database: text("database"),
+        active: slot
+            .get("active")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        active_pid: slot.get("active_pid").and_then(|v| v.as_i64()),
+        confirmed_flush_lsn: text("confirmed_flush_lsn"),
+        restart_lsn: text("restart_lsn"),
+        wal_status: text("wal_status"),
+        safe_wal_size: slot.get("safe_wal_size").and_then(|v| v.as_i64()),
+        invalidation_reason: text("invalidation_reason"),
+        two_phase: slot
+            .get("two_phase")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        current_wal_lsn: row.get(1),
+        lag_bytes: row.get(2),
+        retained_bytes: row.get(3),
+        wal_level: row.get(4),
+        max_slot_wal_keep_size: row.get(5),
+        publication,
+        thresholds: thresholds.into(),
+        verdict: Verdict {
+            health: Health::Healthy,
+            summary: String::new(),
+            action: String::new(),
+        },
+        replay_window: None,
+    };
+    status.verdict = judge(&status, thresholds);
+    Ok(status)
+}
+
+async fn read_publication(
+    client: &Client,
+    config: &SourceConfig,
+) -> Result<PublicationStatus, TailerError> {
+    let name = config.publication.clone();
+    let row = client
+        .query_opt(
+            "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_catalog.pg_publication \
+             WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading pg_publication", e))?;
+    let Some(row) = row else {
+        return Ok(PublicationStatus {
+            name,
+            exists: false,
+            publishes: Vec::new(),
+            tables: Vec::new(),
+            includes_outbox_table: false,
+        });
+    };
+    let publishes = ["insert", "update", "delete", "truncate"]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| row.get::<_, bool>(*i))
+        .map(|(_, op)| (*op).to_owned())
+        .collect();
+    let tables: Vec<String> = client
+        .query(
+            "SELECT schemaname::text || '.' || tablename::text FROM pg_catalog.pg_publication_tables \
+             WHERE pubname = $1 ORDER BY 1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading pg_publication_tables", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let outbox = config.table.to_string();
+    Ok(PublicationStatus {
+        includes_outbox_table: tables.contains(&outbox),
+        name,
+        exists: true,
+        publishes,
+        tables,
+    })
+}
+
+/// The verdict: invalidated beats at risk beats lagging.
+pub fn judge(s: &SlotStatus, t: SlotThresholds) -> Verdict {
+    let lost = s.wal_status.as_deref() == Some("lost") || s.invalidation_reason.is_some();
+    if lost {
+        let why = s
+            .invalidation_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        return Verdict {
+            health: Health::Invalidated,
+            summary: format!(
+                "slot {} is invalidated{why}: PostgreSQL removed WAL it still needed, so it can \
+                 never stream again and events committed after its confirmed_flush_lsn {} may \
+                 not have been published",
+                s.slot,
+                s.confirmed_flush_lsn.as_deref().unwrap_or("?")
+            ),
+            action: "stop the tailer, then follow \"Recovering from an invalidated slot\" in \
+                     docs/operations.md (new slot, re-publish the gap from the outbox table if \
+                     rows are kept)"
+                .into(),
+        };
+    }
+    let safe = s.safe_wal_size;
+    let unreserved = s.wal_status.as_deref() == Some("unreserved");
+    if unreserved || safe.is_some_and(|b| b < t.safe_wal_warn_bytes as i64) {
+        return Verdict {
+            health: Health::AtRisk,
+            summary: format!(
+                "slot {} is at risk of invalidation: wal_status {}, {} of WAL may still be \
+                 written before PostgreSQL removes what the slot needs \
+                 (max_slot_wal_keep_size = {})",
+                s.slot,
+                s.wal_status.as_deref().unwrap_or("?"),
+                safe.map(human_bytes).unwrap_or_else(|| "?".into()),
+                s.max_slot_wal_keep_size
+            ),
+            action: format!(
+                "make the tailer catch up now: it is {}; check its logs and Kafka; if it cannot \
+                 catch up in time, raise max_slot_wal_keep_size (ALTER SYSTEM SET \
+                 max_slot_wal_keep_size = …; SELECT pg_reload_conf())",
+                if s.active {
+                    "connected"
+                } else {
+                    "NOT connected"
+                }
+            ),
+        };
+    }
+    if s.lag_bytes.is_some_and(|b| b > t.lag_warn_bytes as i64) {
+        return Verdict {
+            health: Health::Lagging,
+            summary: format!(
+                "slot {} is {} behind the server's WAL position (threshold {})",
+                s.slot,
+                s.lag_bytes.map(human_bytes).unwrap_or_default(),
+                human_bytes(t.lag_warn_bytes as i64)
+            ),
+            action: if s.active {
+                "the tailer is connected but behind: check its logs, Kafka's health and the \
+                 outbox_tailer_in_flight_events metric; lag shrinks as it catches up"
+                    .into()
+            } else {
+                "no tailer is connected: start `outbox-tailer run` (WAL accumulates on the \
+                 server until it confirms)"
+                    .into()
+            },
+        };
+    }
+    let mut action = String::from("nothing to do");
+    if !s.publication.exists {
+        action = format!(
+            "publication {} does not exist: run `outbox-tailer setup`",
+            s.publication.name
+        );
+    } else if !s.publication.includes_outbox_table {
+        action = format!(
+            "publication {} does not include the outbox table: ALTER PUBLICATION … ADD TABLE",
+            s.publication.name
+        );
+    }
+    Verdict {
+        health: Health::Healthy,
+        summary: format!(
+            "slot {} is {} behind, WAL retained for it is {}",
+            s.slot,
+            s.lag_bytes.map(human_bytes).unwrap_or_else(|| "?".into()),
+            s.retained_bytes
+                .map(human_bytes)
+                .unwrap_or_else(|| "?".into())
+        ),
+        action,
+    }
+}
+
+/// `1.5 MiB (1572864 bytes)`-style, for people.
+pub fn human_bytes(b: i64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v.abs() >= 1024.0 && unit < units.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} bytes")
+    } else {
+        format!("{v:.1} {} ({b} bytes)", units[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> SlotStatus {
+        SlotStatus {
+            slot: "s".into(),
+            plugin: Some("pgoutput".into()),
+            slot_type: "logical".into(),
+            database: Some("db".into()),
+            active: true,
+            active_pid: Some(7),
+            confirmed_flush_lsn: Some("0/100".into()),
+            restart_lsn: Some("0/80".into()),
+            wal_status: Some("reserved".into()),
+            safe_wal_size: None,
+            invalidation_reason: None,
+            two_phase: false,
+            current_wal_lsn: "0/200".into(),
+            lag_bytes: Some(256),
+            retained_bytes: Some(384),
+            wal_level: "logical".into(),
+            max_slot_wal_keep_size: "-1".into(),
+            publication: PublicationStatus {
+                name: "p".into(),
+                exists: true,
+                publishes: vec!["insert".into()],
+                tables: vec!["public.outbox".into()],
+                includes_outbox_table: true,
+            },
+            thresholds: SlotThresholds::default().into(),
+            verdict: Verdict {
+                health: Health::Healthy,
+                summary: String::new(),
+                action: String::new(),
+            },
+            replay_window: None,
+        }
+    }
+
+    #[test]
+    fn verdicts_in_order_of_severity() {
+        let t = SlotThresholds {
+            lag_warn_bytes: 1000,
+            safe_wal_warn_bytes: 1000,
+        };
+        let mut s = slot();
+        assert_eq!(judge(&s, t).health, Health::Healthy);
+        s.lag_bytes = Some(5000);
+        assert_eq!(judge(&s, t).health, Health::Lagging);
+        s.safe_wal_size = Some(10);
+        assert_eq!(judge(&s, t).health, Health::AtRisk);
+        s.wal_status = Some("unreserved".into());
+        s.safe_wal_size = Some(-5);
+        assert_eq!(judge(&s, t).health, Health::AtRisk);
+        s.wal_status = Some("lost".into());
+        let v = judge(&s, t);
+        assert_eq!(v.health, Health::Invalidated);
+        assert!(v.action.contains("docs/operations.md"), "{}", v.action);
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(12), "12 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB (1536 bytes)");
+    }
+}

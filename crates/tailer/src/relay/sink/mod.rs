@@ -1,0 +1,45 @@
+//! Sink stage: records to Kafka, acks back to the pipeline.
+//!
+//! The producer is idempotent with `acks=all`, which keeps per-partition order across retries;
+//! the key (aggregate id) keeps each aggregate on one partition. `message.timeout.ms` defaults
+//! to 0 (retry forever): while the broker is away, records wait in librdkafka, the in-flight
+//! window fills, the pipeline stops reading, and nothing past the last ack is confirmed.
+//! Permanent refusals (record too large, unknown topic, authorization) come back as failed
+//! acks and stop the tailer.
+
+use std::future::Future;
+
+use crate::error::TailerError;
+use crate::relay::progress::Ticket;
+use crate::relay::route::Record;
+
+pub mod broker_check;
+pub mod kafka;
+#[cfg(test)]
+pub mod memory;
+
+pub use kafka::KafkaSink;
+
+/// The outcome of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub ticket: Ticket,
+    pub result: Result<(), DeliveryFailure>,
+}
+
+/// Kafka refused a record for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    pub topic: String,
+    pub reason: String,
+}
+
+/// The IO seam in front of Kafka. Acks arrive on the channel given at construction.
+pub trait Sink: Send {
+    /// Hand a record over (it is acked later, possibly out of order across partitions).
+    fn send(
+        &mut self,
+        record: Record,
+        ticket: Ticket,
+    ) -> impl Future<Output = Result<(), TailerError>> + Send;
+}

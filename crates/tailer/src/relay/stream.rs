@@ -1,0 +1,229 @@
+//! `run`'s stream: preflight, then the pipeline over a replication connection, reconnecting
+//! with backoff after transient errors, until shutdown or a fatal error.
+//!
+//! Every reconnect starts at the durable LSN (everything below it is acked), so the pipeline's
+//! acks and progress survive a reconnect and only the open transaction is re-sent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgoutput::Lsn;
+use tokio::sync::mpsc;
+
+use crate::backoff::Backoff;
+use crate::config::TailerConfig;
+use crate::error::TailerError;
+use crate::metrics::Metrics;
+use crate::pg::slots;
+use crate::relay::decode::EventDecoder;
+use crate::relay::pipeline::{Pipeline, Stats, StreamEnd, Window};
+use crate::relay::route::Router;
+use crate::relay::sink::broker_check::check_broker;
+use crate::relay::sink::{KafkaSink, Sink};
+use crate::relay::source::{PgSource, Source};
+use crate::shutdown::Shutdown;
+
+/// Stream until `stop` is requested (then finish the open transaction, wait for acks, confirm,
+/// and return) or a fatal error.
+pub async fn stream_until(
+    config: &TailerConfig,
+    stop: &mut Shutdown,
+    metrics: &Arc<Metrics>,
+) -> Result<Stats, TailerError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let Some(slot_at) = preflight(config, stop, metrics, &mut backoff).await? else {
+        return Ok(Stats::default());
+    };
+    check_broker(&config.sink, Duration::from_secs(10)).await?;
+    if let Some(done) = crate::pg::setup::ensure_replay_slot(&config.source).await? {
+        tracing::info!("{done}");
+    }
+    let start_at = match config.start_lsn {
+        Some(to) => skip_ahead(config, slot_at, to).await?,
+        None => slot_at,
+    };
+    let mut pipeline = pipeline(config, stop, metrics, start_at)?;
+    backoff.reset();
+    let mut first = true;
+    loop {
+        // The first connection starts at the slot's own position (0/0); later ones at our
+        // durable LSN, which is never behind what the slot confirmed.
+        let start = if first { Lsn::ZERO } else { pipeline.durable() };
+        first = false;
+        let connected = tokio::select! {
+            c = PgSource::connect(&config.source, start, config.status_interval) => c,
+            _ = stop.requested() => return Ok(pipeline.stats),
+        };
+        let mut source = match connected {
+            Ok(source) => source,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "cannot start replication, retrying");
+                metrics.error(e.kind());
+                if wait_or_stop(backoff.next_delay(), stop).await {
+                    return Ok(pipeline.stats);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::info!(start = %start, "streaming");
+        metrics.streaming.set(1);
+        backoff.reset();
+        let streamed = match pipeline
+            .stream(&mut source, stop, config.shutdown_timeout)
+            .await
+        {
+            // Shutdown while waiting for the broker: stop like any shutdown, the open
+            // transaction is re-sent on the next start.
+            Err(TailerError::Interrupted(_)) => {
+                pipeline.abandon_open();
+                Ok(StreamEnd::Shutdown)
+            }
+            other => other,
+        };
+        match streamed {
+            // A replication stream never ends on its own; treat it like a shutdown if it does.
+            Ok(StreamEnd::Shutdown | StreamEnd::Exhausted) => {
+                finish(&mut pipeline, source, config.shutdown_timeout).await?;
+                tracing::info!(confirmed = %pipeline.durable(), published = pipeline.stats.events_published, "stopped");
+                return Ok(pipeline.stats);
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "replication stream lost, reconnecting");
+                metrics.streaming.set(0);
+                metrics.error(e.kind());
+                metrics.reconnects.inc();
+                pipeline.stats.reconnects += 1;
+                pipeline.reset_stream();
+                // Acks of what was already handed to Kafka still count: wait for them so the
+                // next stream starts from an LSN that covers them. A shutdown meanwhile (the
+                // broker is down too, say) stops waiting: what is unacked is re-sent on the
+                // next start.
+                if !pipeline.drain(Some(&mut source), None, Some(stop)).await? {
+                    source.close().await;
+                    return Ok(pipeline.stats);
+                }
+                drop(source);
+                if wait_or_stop(backoff.next_delay(), stop).await {
+                    return Ok(pipeline.stats);
+                }
+            }
+            Err(e) => {
+                pipeline.reset_stream();
+                // The error is what the operator must see; a refused record while draining is
+                // logged by the sink and changes nothing about what to do.
+                let _ = finish(&mut pipeline, source, config.shutdown_timeout).await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Wait out a server that is down or starting; a misconfiguration stops at once. `None` when
+/// shutdown was requested meanwhile.
+async fn preflight(
+    config: &TailerConfig,
+    stop: &mut Shutdown,
+    metrics: &Metrics,
+    backoff: &mut Backoff,
+) -> Result<Option<Lsn>, TailerError> {
+    let slot = loop {
+        match crate::pg::setup::preflight(&config.source, config.create_slot).await {
+            Ok(slot) => break slot,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "PostgreSQL unreachable, retrying");
+                metrics.error(e.kind());
+                if wait_or_stop(backoff.next_delay(), stop).await {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    tracing::info!(
+        slot = %config.source.slot,
+        publication = %config.source.publication,
+        table = %config.source.table,
+        confirmed_flush_lsn = %slot.confirmed_flush_lsn,
+        "preflight passed"
+    );
+    Ok(Some(slot.confirmed_flush_lsn))
+}
+
+fn pipeline(
+    config: &TailerConfig,
+    stop: &Shutdown,
+    metrics: &Arc<Metrics>,
+    start: Lsn,
+) -> Result<Pipeline<KafkaSink>, TailerError> {
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let sink = KafkaSink::for_tailer(config, ack_tx)?.with_stop(stop.clone());
+    let router = Router::new(config.route.clone())?;
+    let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone())?;
+    let window = Window {
+        max_events: config.max_in_flight_events,
+        max_bytes: config.max_in_flight_bytes,
+    };
+    Ok(Pipeline::new(decoder, router, sink, ack_rx, window, start)
+        .with_message_prefix(config.message_prefix.clone())
+        .with_metrics(Arc::clone(metrics)))
+}
+
+/// The end of a stream: wait up to `timeout` for the acks of what is in flight (confirming as
+/// they come), then close the connection, which sends the last confirmed LSN.
+async fn finish<K: Sink, S: Source>(
+    pipeline: &mut Pipeline<K>,
+    mut source: S,
+    timeout: Duration,
+) -> Result<(), TailerError> {
+    let deadline = Instant::now() + timeout;
+    let drained = pipeline
+        .drain(Some(&mut source), Some(deadline), None)
+        .await;
+    if matches!(drained, Ok(false)) {
+        tracing::warn!(
+            in_flight = pipeline.in_flight(),
+            "shutdown timeout with events in flight: they are re-sent on restart"
+        );
+    }
+    source.close().await;
+    drained.map(|_| ())
+}
+
+/// `run --start-lsn`: move the slot forward to `to` before streaming, so the skip survives a
+/// restart; what lies between is never published, and the log says so loudly.
+async fn skip_ahead(config: &TailerConfig, slot_at: Lsn, to: Lsn) -> Result<Lsn, TailerError> {
+    let slot = &config.source.slot;
+    if to <= slot_at {
+        tracing::warn!(start_lsn = %to, slot_at = %slot_at, "--start-lsn is not ahead of the slot: nothing is skipped, streaming from the slot's position");
+        return Ok(slot_at);
+    }
+    let client = crate::pg::connect::connect(&config.source).await?;
+    let current = slots::current_wal_lsn(&client).await?;
+    if to > current {
+        return Err(TailerError::Config(format!(
+            "--start-lsn {to} is ahead of the server's current WAL position {current}"
+        )));
+    }
+    tracing::warn!(
+        slot = %slot,
+        from = %slot_at,
+        to = %to,
+        skipped_wal_bytes = to.as_u64() - slot_at.as_u64(),
+        "SKIPPING EVENTS: --start-lsn moves the slot forward; outbox events of transactions \
+         committed at or after `from` and before `to` are NEVER published by this tailer. To \
+         see them first: `outbox-tailer peek` (before starting). To publish them later: \
+         `outbox-tailer replay --from-lsn <from> --to-lsn <to>` while a replay slot still holds them"
+    );
+    let at = slots::advance(&client, slot, to).await?;
+    tracing::info!(slot = %slot, at = %at, "slot advanced");
+    Ok(at)
+}
+
+/// Sleep for `delay`; true when shutdown was requested meanwhile.
+async fn wait_or_stop(delay: Duration, stop: &mut Shutdown) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => stop.is_requested(),
+        _ = stop.requested() => true,
+    }
+}
