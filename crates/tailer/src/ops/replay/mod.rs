@@ -15,29 +15,30 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
-use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
-use pgoutput::{Lsn, Message};
+use indicatif::ProgressBar;
+use pgoutput::Lsn;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, RowStream};
+use tokio_postgres::Client;
 
 use crate::config::{ReplayTarget, SourceConfig, TailerConfig};
 use crate::error::TailerError;
-use crate::pg::names::quote_ident;
 use crate::pg::slots::{self, SlotInfo, TempCopy};
 use crate::relay::decode::EventDecoder;
 use crate::relay::pipeline::{Pipeline, StreamEnd, Window};
-use crate::relay::progress::Ticket;
-use crate::relay::route::{Record, Router};
-use crate::relay::sink::{Ack, KafkaSink, Sink};
-use crate::relay::source::{Source, SourceEvent};
+use crate::relay::route::Router;
+use crate::relay::sink::KafkaSink;
 use crate::shutdown::Shutdown;
+
+mod changes;
+mod output;
+
+use changes::ChangesSource;
+pub use output::render;
+use output::{progress_bar, CountingSink, Target};
 
 /// What to replay and where.
 #[derive(Debug, Clone)]
@@ -301,285 +302,4 @@ async fn replay_copy(
     };
     let by_topic = std::mem::take(&mut pipeline.sink_mut().by_topic);
     Ok((pipeline.stats, durable, by_topic, complete))
-}
-
-fn progress_bar(plan: &ReplayPlan) -> ProgressBar {
-    let total = plan.to.as_u64().saturating_sub(plan.from.as_u64()).max(1);
-    let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "replay {bar:40} {percent:>3}% of the WAL range · {msg} · {elapsed_precise}",
-    ) {
-        bar.set_style(style);
-    }
-    bar
-}
-
-/// The changes of the temporary copy, fetched chunk by chunk with the SQL decoding function,
-/// as the events a replication stream would deliver; ends after the last transaction whose
-/// commit LSN is within the range.
-struct ChangesSource {
-    client: Arc<Client>,
-    copy: String,
-    publication: String,
-    from: Lsn,
-    to: Lsn,
-    chunk: i32,
-    rows_in_chunk: i64,
-    reading: Reading,
-    progress: ProgressBar,
-    transactions: u64,
-}
-
-type PendingQuery = Pin<Box<dyn Future<Output = Result<RowStream, tokio_postgres::Error>> + Send>>;
-
-/// Kept in the struct so that `next` stays cancel-safe: a chunk's rows are consumed from the
-/// copy by the query itself, so neither the query nor its row stream may ever be dropped early.
-enum Reading {
-    Query(PendingQuery),
-    Rows(Pin<Box<RowStream>>),
-    Done,
-}
-
-impl ChangesSource {
-    fn new(
-        client: Arc<Client>,
-        copy: &str,
-        source: &SourceConfig,
-        plan: &ReplayPlan,
-        chunk: i32,
-        progress: ProgressBar,
-    ) -> ChangesSource {
-        let mut s = ChangesSource {
-            client,
-            copy: copy.to_owned(),
-            publication: quote_ident(&source.publication),
-            from: plan.from,
-            to: plan.to,
-            chunk: chunk.max(1),
-            rows_in_chunk: 0,
-            reading: Reading::Done,
-            progress,
-            transactions: 0,
-        };
-        s.reading = Reading::Query(s.query());
-        s
-    }
-
-    fn query(&self) -> PendingQuery {
-        let (client, copy, chunk, publication) = (
-            Arc::clone(&self.client),
-            self.copy.clone(),
-            self.chunk,
-            self.publication.clone(),
-        );
-        Box::pin(async move {
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-                [&copy, &chunk, &publication];
-            client.query_raw(slots::CHANGES_SQL, params).await
-        })
-    }
-
-    /// The event for one pgoutput message; `None` past the end of the range.
-    fn event(&mut self, data: Bytes) -> Result<Option<SourceEvent>, TailerError> {
-        let event = match data.first() {
-            Some(b'B' | b'C' | b'M') => match pgoutput::decode(&data)? {
-                Message::Begin(b) => {
-                    if b.final_lsn > self.to {
-                        return Ok(None);
-                    }
-                    if b.final_lsn < self.from {
-                        return Err(TailerError::Bug(format!(
-                            "the slot copy returned a transaction committed at {} before the \
-                             requested start {}",
-                            b.final_lsn, self.from
-                        )));
-                    }
-                    SourceEvent::Begin {
-                        final_lsn: b.final_lsn,
-                        xid: b.xid,
-                        commit_time: b.commit_time,
-                    }
-                }
-                Message::Commit(c) => {
-                    self.transactions += 1;
-                    self.progress
-                        .set_position(c.end_lsn.as_u64().saturating_sub(self.from.as_u64()));
-                    self.progress.set_message(format!(
-                        "{} transactions, at {}",
-                        self.transactions, c.commit_lsn
-                    ));
-                    SourceEvent::Commit {
-                        commit_lsn: c.commit_lsn,
-                        end_lsn: c.end_lsn,
-                    }
-                }
-                Message::LogicalMessage(m) => {
-                    let transactional = m.flags & 1 == 1;
-                    if !transactional && m.lsn > self.to {
-                        return Ok(None);
-                    }
-                    SourceEvent::Message {
-                        transactional,
-                        lsn: m.lsn,
-                        prefix: m.prefix,
-                        content: m.content,
-                    }
-                }
-                _ => SourceEvent::Data(data),
-            },
-            _ => SourceEvent::Data(data),
-        };
-        Ok(Some(event))
-    }
-}
-
-impl Source for ChangesSource {
-    async fn next(&mut self) -> Result<SourceEvent, TailerError> {
-        loop {
-            match &mut self.reading {
-                Reading::Done => return Ok(SourceEvent::End),
-                Reading::Query(query) => {
-                    let rows = query.as_mut().await.map_err(|e| {
-                        TailerError::postgres("reading changes from the slot copy", e)
-                    })?;
-                    self.rows_in_chunk = 0;
-                    self.reading = Reading::Rows(Box::pin(rows));
-                }
-                Reading::Rows(rows) => match rows.next().await {
-                    Some(row) => {
-                        let row = row.map_err(|e| {
-                            TailerError::postgres("reading changes from the slot copy", e)
-                        })?;
-                        self.rows_in_chunk += 1;
-                        let data = Bytes::copy_from_slice(row.get::<_, &[u8]>(0));
-                        match self.event(data)? {
-                            Some(event) => return Ok(event),
-                            None => self.reading = Reading::Done,
-                        }
-                    }
-                    // A short chunk means the copy is drained: nothing more was committed.
-                    None if self.rows_in_chunk < i64::from(self.chunk) => {
-                        self.reading = Reading::Done
-                    }
-                    None => self.reading = Reading::Query(self.query()),
-                },
-            }
-        }
-    }
-
-    /// The copy is temporary; there is nothing to confirm.
-    fn confirm(&mut self, _lsn: Lsn) {}
-
-    async fn close(self) {}
-}
-
-/// Where replayed records go.
-enum Target {
-    Kafka(KafkaSink),
-    /// One JSON object per line on stdout; acked once written.
-    Stdout(mpsc::UnboundedSender<Ack>),
-    /// `--dry-run`: acked at once, nothing written.
-    Discard(mpsc::UnboundedSender<Ack>),
-}
-
-/// A sink that counts records per topic before handing them to the target.
-struct CountingSink {
-    inner: Target,
-    by_topic: BTreeMap<String, u64>,
-}
-
-impl Sink for CountingSink {
-    async fn send(&mut self, record: Record, ticket: Ticket) -> Result<(), TailerError> {
-        *self.by_topic.entry(record.topic.clone()).or_default() += 1;
-        let acks = match &mut self.inner {
-            Target::Kafka(kafka) => return kafka.send(record, ticket).await,
-            Target::Stdout(acks) => {
-                println!("{}", json_line(&record)?);
-                acks
-            }
-            Target::Discard(acks) => acks,
-        };
-        let _ = acks.send(Ack {
-            ticket,
-            result: Ok(()),
-        });
-        Ok(())
-    }
-}
-
-/// A record as one JSON object: topic, key, headers, and the payload as text when it is
-/// UTF-8 (JSON payloads are), else as hex in `payload_hex`.
-fn json_line(record: &Record) -> Result<String, TailerError> {
-    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
-    let mut line = serde_json::Map::new();
-    line.insert("topic".into(), record.topic.clone().into());
-    line.insert(
-        "key".into(),
-        record
-            .key
-            .as_ref()
-            .map(text)
-            .map_or(serde_json::Value::Null, Into::into),
-    );
-    let headers: serde_json::Map<String, serde_json::Value> = record
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), text(v).into()))
-        .collect();
-    line.insert("headers".into(), headers.into());
-    match &record.payload {
-        None => {
-            line.insert("payload".into(), serde_json::Value::Null);
-        }
-        Some(p) => match std::str::from_utf8(p) {
-            Ok(s) => {
-                line.insert("payload".into(), s.into());
-            }
-            Err(_) => {
-                let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
-                line.insert("payload_hex".into(), hex.into());
-            }
-        },
-    }
-    serde_json::to_string(&line)
-        .map_err(|e| TailerError::Config(format!("cannot print a record as JSON: {e}")))
-}
-
-/// The summary `replay` prints (on stderr when records go to stdout).
-pub fn render(s: &ReplaySummary) -> String {
-    let verb = if s.dry_run {
-        "would replay"
-    } else if s.complete {
-        "replayed"
-    } else {
-        "INTERRUPTED after replaying"
-    };
-    let mut out = format!(
-        "{verb} {} event(s) from {} transaction(s) committed in {}..={} (read from a copy of \
-         slot {}) to {} in {:.1} s\n",
-        s.events,
-        s.transactions,
-        s.from_lsn,
-        s.to_lsn,
-        s.read_from_slot,
-        s.target,
-        Duration::from_millis(s.elapsed_ms).as_secs_f64()
-    );
-    for (topic, n) in &s.events_by_topic {
-        out.push_str(&format!("  {n:>10}  {topic}\n"));
-    }
-    if s.dead_lettered > 0 {
-        out.push_str(&format!(
-            "  ({} to the dead-letter topic)\n",
-            s.dead_lettered
-        ));
-    }
-    if !s.complete && !s.dry_run {
-        out.push_str(&format!(
-            "not every event was acked: run again with --from-lsn {} to finish (events acked \
-             before it are not sent again)\n",
-            s.resume_from_lsn
-        ));
-    }
-    out
 }
