@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -47,20 +48,30 @@ pub struct Metrics {
     last_progress_us: AtomicI64,
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid metric");
+/// Register `metric` in `registry`; names and options are constants here, so a failure is a
+/// programming error caught by the unit tests.
+fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("valid metric");
     registry
-        .register(Box::new(c.clone()))
+        .register(Box::new(metric.clone()))
         .expect("unique metric");
-    c
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(registry, IntCounter::with_opts(Opts::new(name, help)))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+    registered(registry, IntGauge::with_opts(Opts::new(name, help)))
+}
+
+fn latency(registry: &Registry, name: &str, help: &str) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    registered(registry, Histogram::with_opts(opts))
 }
 
 /// Histogram buckets of the latency metrics, in seconds.
@@ -91,40 +102,31 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let publish_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "outbox_tailer_publish_latency_seconds",
-                "Time from handing an event to the Kafka producer to its ack",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        r.register(Box::new(publish_latency.clone()))
-            .expect("unique metric");
-        let receive_delay = Histogram::with_opts(
-            HistogramOpts::new(
-                "outbox_tailer_receive_delay_seconds",
-                "Time from a transaction's commit (the server's commit timestamp) to the tailer \
-                 reading its end: the walsender's decoding plus the network",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        r.register(Box::new(receive_delay.clone()))
-            .expect("unique metric");
-        let lag_seconds = Gauge::with_opts(Opts::new(
-            "outbox_tailer_lag_seconds",
-            "Now minus the commit time of the last confirmed transaction (0 while caught up)",
-        ))
-        .expect("valid metric");
-        r.register(Box::new(lag_seconds.clone()))
-            .expect("unique metric");
-        let errors = IntCounterVec::new(
-            Opts::new("outbox_tailer_errors_total", "Errors, by kind"),
-            &["kind"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(errors.clone())).expect("unique metric");
+        let publish_latency = latency(
+            &r,
+            "outbox_tailer_publish_latency_seconds",
+            "Time from handing an event to the Kafka producer to its ack",
+        );
+        let receive_delay = latency(
+            &r,
+            "outbox_tailer_receive_delay_seconds",
+            "Time from a transaction's commit (the server's commit timestamp) to the tailer \
+             reading its end: the walsender's decoding plus the network",
+        );
+        let lag_seconds = registered(
+            &r,
+            Gauge::with_opts(Opts::new(
+                "outbox_tailer_lag_seconds",
+                "Now minus the commit time of the last confirmed transaction (0 while caught up)",
+            )),
+        );
+        let errors = registered(
+            &r,
+            IntCounterVec::new(
+                Opts::new("outbox_tailer_errors_total", "Errors, by kind"),
+                &["kind"],
+            ),
+        );
         let now = now_us();
         Metrics {
             events_published: counter(

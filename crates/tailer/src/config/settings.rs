@@ -36,17 +36,20 @@ impl std::fmt::Debug for SourceConfig {
     }
 }
 
+/// The first host of a connection (a name or a socket directory) and its port, as libpq picks
+/// them by default.
+pub fn host_and_port(pg: &tokio_postgres::Config) -> (String, u16) {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    (host, pg.get_ports().first().copied().unwrap_or(5432))
+}
+
 /// `user@host:port/db`, without the password.
 pub fn describe_pg(pg: &tokio_postgres::Config) -> String {
-    let host = pg
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let (host, port) = host_and_port(pg);
     format!(
         "{}@{host}:{port}/{}",
         pg.get_user().unwrap_or("postgres"),

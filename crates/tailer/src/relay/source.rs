@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pgoutput::{Lsn, PgTimestamp};
 use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
-use tokio_postgres::config::Host;
 
+use crate::config::settings::host_and_port;
 use crate::config::SourceConfig;
 use crate::error::TailerError;
 
@@ -85,17 +85,12 @@ impl PgSource {
         status_interval: Duration,
     ) -> Result<PgSource, TailerError> {
         let pg = &config.pg;
-        let host = match pg.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            Some(Host::Unix(p)) => p.display().to_string(),
-            None => "localhost".to_owned(),
-        };
+        let (host, port) = host_and_port(pg);
         // `hostaddr` says where to connect; `host` stays the name the certificate must match.
         let address = match pg.get_hostaddrs().first() {
             Some(addr) => addr.to_string(),
             None => host.clone(),
         };
-        let port = pg.get_ports().first().copied().unwrap_or(5432);
         let tls = config.tls.replication(&host, &address, port).await?;
         let password = pg
             .get_password()

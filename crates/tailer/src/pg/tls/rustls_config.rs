@@ -98,12 +98,16 @@ impl PgTls {
                 .map_err(|e| TailerError::Config(format!("TLS setup: {e}")))?;
                 config
                     .dangerous()
-                    .set_certificate_verifier(Arc::new(ChainOnly { inner }));
+                    .set_certificate_verifier(Arc::new(Lenient {
+                        chain: Some(inner),
+                        algorithms: provider.signature_verification_algorithms,
+                    }));
             }
             // prefer/require: encryption without authentication of the server, as in libpq.
             _ => config
                 .dangerous()
-                .set_certificate_verifier(Arc::new(AnyCert {
+                .set_certificate_verifier(Arc::new(Lenient {
+                    chain: None,
                     algorithms: provider.signature_verification_algorithms,
                 })),
         }
@@ -134,13 +138,16 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TailerError> {
     })
 }
 
-/// Checks the chain against the CA but not the host name (`verify-ca`).
+/// What libpq checks below `verify-full`: with `chain` (`verify-ca`) the chain against the CA
+/// but not the host name; without it (`prefer`, `require`) nothing about the certificate. The
+/// handshake signatures are always checked.
 #[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+struct Lenient {
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -149,57 +156,16 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Accepts any certificate but still checks the handshake signatures (`prefer`, `require`).
-#[derive(Debug)]
-struct AnyCert {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
