@@ -179,7 +179,7 @@ async fn rows_without_a_route_or_too_large_stop_the_tailer_or_are_dead_lettered(
     // Without a dead-letter topic: exit 1 naming the first bad event; A is published, the
     // bad transaction is not confirmed, so nothing after it is skipped.
     let (code, stderr) = tailer_cli(&env.run_args(&limit)).await?;
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(4), "{stderr}");
     for e in [
         "unroutable outbox row",
         &format!("event id {x}"),
@@ -307,7 +307,7 @@ async fn a_logical_message_that_is_not_a_json_envelope_stops_or_is_dead_lettered
     let end = current_wal_lsn(&env).await?;
 
     let (code, stderr) = tailer_cli(&env.run_args(&prefix)).await?;
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(4), "{stderr}");
     assert!(
         stderr.contains("logical message content is not a JSON object"),
         "{stderr}"
@@ -338,5 +338,28 @@ async fn a_logical_message_that_is_not_a_json_envelope_stops_or_is_dead_lettered
     .await?;
     let status = tailer.terminate()?;
     assert_eq!(status.code(), Some(0), "{}", tailer.stderr());
+    Ok(())
+}
+
+/// Each action has its own exit code (docs/operations.md): fix the configuration 2 and
+/// operator recovery 4 are asserted above and in ops.rs/slot_invalidation.rs; here fix the
+/// database 3 (a missing publication) and retry 5 (a server that is not there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_say_what_to_do() -> anyhow::Result<()> {
+    let env = env().await?;
+    let (code, stderr) = tailer_cli(&env.run_args(&[])).await?;
+    assert_eq!(code, Some(3), "no publication yet: fix the database\n{stderr}");
+    assert!(stderr.contains("outbox-tailer setup"), "{stderr}");
+
+    let closed = outbox_testkit::free_port()?;
+    let args = [
+        "status",
+        "--postgres",
+        &format!("host=127.0.0.1 port={closed} user=postgres dbname=postgres"),
+    ]
+    .map(String::from);
+    let (code, stderr) = tailer_cli(&args).await?;
+    assert_eq!(code, Some(5), "nobody listens: retry later\n{stderr}");
+    assert!(stderr.contains("check that the server is up"), "{stderr}");
     Ok(())
 }

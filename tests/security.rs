@@ -472,7 +472,7 @@ async fn tls_misconfigurations_fail_at_once_with_a_clear_error() -> anyhow::Resu
         &[],
     )?;
     let status = p.wait_exit(Duration::from_secs(30)).await?;
-    assert_eq!(status.code(), Some(1), "stderr:\n{}", p.stderr());
+    assert_eq!(status.code(), Some(2), "stderr:\n{}", p.stderr());
     assert!(
         p.stderr().contains("not signed by a CA in sslrootcert"),
         "{}",
@@ -525,7 +525,7 @@ async fn scram_passwords_from_flag_env_and_connection_string_and_a_wrong_one_fai
     )?;
     let status = p.wait_exit(Duration::from_secs(30)).await?;
     let stderr = p.stderr();
-    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "a wrong password must not be retried"
@@ -682,7 +682,7 @@ async fn kafka_over_tls_checks_the_broker_certificate_and_publishes() -> anyhow:
     let mut p = spawn(&env, &tls_run(&other_ca_file), &[])?;
     let status = p.wait_exit(Duration::from_secs(30)).await?;
     let stderr = p.stderr();
-    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
     assert!(stderr.contains("security.protocol"), "{stderr}");
 
     // The right CA: events are published over TLS (the host name `localhost` is checked too,
@@ -728,7 +728,7 @@ async fn kafka_refusing_the_login_stops_the_tailer_with_a_clear_error() -> anyho
     let mut p = spawn(&env, &args, &[])?;
     let status = p.wait_exit(Duration::from_secs(30)).await?;
     let stderr = p.stderr();
-    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
     for phrase in [
         "refused the connection",
         "sasl.username",
@@ -749,7 +749,7 @@ async fn kafka_refusing_the_login_stops_the_tailer_with_a_clear_error() -> anyho
     )?;
     let status = p.wait_exit(Duration::from_secs(30)).await?;
     let stderr = p.stderr();
-    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
     assert!(
         stderr.contains("refused the connection") && stderr.contains("ssl.ca.location"),
         "{stderr}"
@@ -826,7 +826,7 @@ async fn secrets_never_appear_in_help_or_logs() -> anyhow::Result<()> {
             let mut p = spawn(&env, &args, &envs)?;
             let status = p.wait_exit(Duration::from_secs(30)).await?;
             let stderr = p.stderr();
-            assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+            assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
             assert!(
                 stderr.contains("password authentication failed"),
                 "{stderr}"

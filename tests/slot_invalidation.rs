@@ -79,7 +79,7 @@ async fn an_invalidated_slot_is_refused_and_the_documented_recovery_works() -> a
 
     // `run` refuses with the exact message, and creates nothing.
     let (code, _, err) = tailer_cli(&env.run_args(&[])).await?;
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(4), "{err}");
     assert!(
         err.contains(
             "slot outbox_slot is invalidated (wal_status = lost): the WAL it needed was removed, \
