@@ -604,7 +604,7 @@ async fn misconfigurations_exit_non_zero_with_an_actionable_message() -> anyhow:
     let p = env.spawn_process(&[])?;
     expect_failure(
         p,
-        1,
+        3,
         &[
             "publication outbox_pub does not exist",
             "outbox-tailer setup",
@@ -619,7 +619,7 @@ async fn misconfigurations_exit_non_zero_with_an_actionable_message() -> anyhow:
     let p = env.spawn_process(&[])?;
     expect_failure(
         p,
-        1,
+        3,
         &[
             "replication slot outbox_slot does not exist",
             "outbox-tailer setup",
@@ -641,7 +641,7 @@ async fn misconfigurations_exit_non_zero_with_an_actionable_message() -> anyhow:
     let p = env.spawn_process(&["--publication", "other_pub"])?;
     expect_failure(
         p,
-        1,
+        3,
         &[
             "publication other_pub does not include the outbox table",
             "ALTER PUBLICATION",
@@ -657,7 +657,7 @@ async fn misconfigurations_exit_non_zero_with_an_actionable_message() -> anyhow:
         )
         .await?;
     let p = spawn_raw(&env, &run_as(&env, "relay", "wrong-pw-7f3a"))?;
-    let stderr = expect_failure(p, 1, &["authentication failed", "password"]).await?;
+    let stderr = expect_failure(p, 2, &["authentication failed", "password"]).await?;
     assert!(
         !stderr.contains("wrong-pw-7f3a"),
         "the password is printed:\n{stderr}"
@@ -667,7 +667,7 @@ async fn misconfigurations_exit_non_zero_with_an_actionable_message() -> anyhow:
     let p = spawn_raw(&env, &run_as(&env, "norepl", "norepl-pw-1"))?;
     let stderr = expect_failure(
         p,
-        1,
+        3,
         &["role norepl lacks the REPLICATION attribute", "ALTER ROLE"],
     )
     .await?;
@@ -696,7 +696,7 @@ async fn wal_level_replica_is_refused() -> anyhow::Result<()> {
     let p = env.spawn_process(&[])?;
     expect_failure(
         p,
-        1,
+        3,
         &[
             "wal_level is 'replica'",
             "wal_level = logical",
@@ -741,7 +741,7 @@ async fn unroutable_row_stops_the_tailer_or_goes_to_the_dead_letter_topic() -> a
     let p = env.spawn_process(&[])?;
     let stderr = expect_failure(
         p,
-        1,
+        4,
         &[
             "unroutable outbox row",
             &format!("event id {bad}"),
@@ -769,7 +769,7 @@ async fn unroutable_row_stops_the_tailer_or_goes_to_the_dead_letter_topic() -> a
 
     // A restart reads the row again: it stops again on the same event.
     let p = env.spawn_process(&[])?;
-    expect_failure(p, 1, &[&format!("event id {bad}, commit LSN {bad_commit}")]).await?;
+    expect_failure(p, 4, &[&format!("event id {bad}, commit LSN {bad_commit}")]).await?;
     let confirmed = env.confirmed_lsn().await?;
     assert!(
         confirmed <= bad_commit,
