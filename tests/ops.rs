@@ -142,7 +142,7 @@ async fn status_of_a_lagging_slot_says_no_tailer_is_connected() -> anyhow::Resul
         &["--slot", "nope", "--log-format", "json"],
     ))
     .await?;
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(3));
     assert!(out.is_empty());
     assert!(err.contains("outbox-tailer setup"), "{err}");
     let log_line = err
@@ -181,7 +181,7 @@ async fn status_of_an_invalidated_and_an_at_risk_slot() -> anyhow::Result<()> {
 
     // `run` refuses the slot before streaming, with the same pointer.
     let (code, _, err) = tailer_cli(&env.run_args(&[])).await?;
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("invalidated"), "{err}");
     assert!(err.contains("docs/operations.md"), "{err}");
     Ok(())
@@ -292,6 +292,111 @@ async fn peek_shows_the_waiting_events_and_leaves_the_slot_where_it_was() -> any
 
 fn env_peek_args(env: &Env, extra: &[&str]) -> Vec<String> {
     db_args(env, "peek", extra)
+}
+
+/// What a consumer sees of a record, in peek's JSON terms: topic, key, headers in order,
+/// payload, and the dead-letter reason (`outbox-error`).
+fn as_peeked(r: &outbox_testkit::KafkaRecord) -> Value {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    json!({
+        "topic": r.topic,
+        "key": r.key.as_deref().map(lossy),
+        "headers": r.headers.iter()
+            .map(|(name, value)| json!({"name": name, "value": lossy(value)}))
+            .collect::<Vec<_>>(),
+        "payload": r.payload.as_deref().map(lossy),
+        "unroutable": r.header("outbox-error"),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peek_shows_exactly_what_run_then_publishes() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let routing = [
+        "--message-prefix",
+        "outbox",
+        "--dead-letter-topic",
+        "outbox.dlq",
+    ];
+    let envelope = |id: &str, key: &str| {
+        json!({
+            "id": id, "aggregatetype": "order", "aggregateid": key, "type": "ViaMessage",
+            "payload": {"via": id}, "headers": {"tenant": "acme"}
+        })
+        .to_string()
+    };
+    let emit_msg = "SELECT pg_logical_emit_message($1, $2, $3)";
+    let mut client = env.db.connect().await?;
+
+    // Table rows and messages in one transaction; a message with another prefix is no event.
+    let tx = client.transaction().await?;
+    let first = emit(&tx, "order", "o-1", "OrderCreated", &json!({"n": 1})).await?;
+    tx.execute(emit_msg, &[&true, &"outbox", &envelope("m-tx", "o-1")])
+        .await?;
+    tx.execute(emit_msg, &[&true, &"other", &envelope("m-other", "o-1")])
+        .await?;
+    let second = emit(&tx, "order", "o-1", "OrderPaid", &json!({"n": 2})).await?;
+    tx.commit().await?;
+    // Non-transactional messages: one event, one not JSON (dead-lettered), one ignored.
+    client
+        .execute(emit_msg, &[&false, &"outbox", &envelope("m-alone", "o-2")])
+        .await?;
+    client
+        .execute(emit_msg, &[&false, &"outbox", &"not json"])
+        .await?;
+    client
+        .execute(emit_msg, &[&false, &"other", &envelope("m-x", "o-2")])
+        .await?;
+    let tx = client.transaction().await?;
+    let third = emit(&tx, "order", "o-3", "OrderCreated", &json!({"n": 3})).await?;
+    tx.commit().await?;
+
+    let mut flags = vec!["--json", "--show-payload"];
+    flags.extend_from_slice(&routing);
+    let (code, out, err) = tailer_cli(&env_peek_args(&env, &flags)).await?;
+    assert_eq!(code, Some(0), "{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(report["more"], json!(false));
+    let peeked = report["events"].as_array().unwrap();
+    let on = |topic: &str| -> Vec<&Value> {
+        peeked
+            .iter()
+            .filter(|e| e["topic"] == json!(topic))
+            .collect()
+    };
+    let (events, dead) = (on("outbox.event.order"), on("outbox.dlq"));
+    assert_eq!(events.len() + dead.len(), peeked.len(), "{report:#}");
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["headers"][0]["value"].as_str().unwrap())
+        .collect();
+    let (first, second, third) = (first.to_string(), second.to_string(), third.to_string());
+    assert_eq!(ids, [&*first, "m-tx", &*second, "m-alone", &*third]);
+    assert_eq!(dead.len(), 1, "{report:#}");
+    // A non-transactional message never commits: no commit time, in peek or in the record.
+    assert!(events[3].get("commit_time_us").is_none(), "{:#}", events[3]);
+    assert!(events[0]["commit_time_us"].as_i64().is_some());
+
+    let tailer = spawn_in_process(env.config(&routing));
+    let published = env.consume("outbox.event.order", events.len()).await?;
+    let dead_lettered = env.consume("outbox.dlq", dead.len()).await?;
+    tailer.stop().await?;
+    let shown = |e: &[&Value]| -> Vec<Value> {
+        e.iter()
+            .map(|e| {
+                json!({
+                    "topic": e["topic"], "key": e["key"], "headers": e["headers"],
+                    "payload": e["payload"], "unroutable": e["unroutable"],
+                })
+            })
+            .collect()
+    };
+    let consumed = |r: &[outbox_testkit::KafkaRecord]| r.iter().map(as_peeked).collect::<Vec<_>>();
+    assert_eq!(consumed(&published), shown(&events));
+    assert_eq!(consumed(&dead_lettered), shown(&dead));
+    assert_eq!(published[3].header("outbox-commit-time-us"), None);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,7 +99,7 @@ async fn poll_until(
                 let position = TxnPosition {
                     commit_lsn: Lsn::ZERO,
                     xid: 0,
-                    commit_time: PgTimestamp::from_unix_micros(created),
+                    commit_time: Some(PgTimestamp::from_unix_micros(created)),
                 };
                 let record = router
                     .route_event(&event, &position, seq as u32, None)?

@@ -5,8 +5,11 @@
 //! ```text
 //!   live slot ──pg_copy_logical_replication_slot(live, tmp, temporary)──▶ tmp (this session only)
 //!   tmp ──pg_logical_slot_get_binary_changes(tmp, NULL, chunk, pgoutput options)──▶ rows
-//!   rows ──pgoutput::decode──▶ EventDecoder ──▶ Router ──▶ what would be published
+//!   rows ──▶ TxnAssembler ──▶ OutboxEvent::route ──▶ what would be published
 //! ```
+//!
+//! The assembler and the router are the pipeline's own, so every event is placed, numbered and
+//! routed by the same code that publishes it in `run`.
 //!
 //! The copy starts at the live slot's `confirmed_flush_lsn`, so what it shows is exactly what
 //! a (re)started tailer would publish next. It is consumed chunk by chunk (the SQL functions
@@ -14,15 +17,15 @@
 //! until `limit` events are found or the slot is drained) and dropped with the session.
 
 use bytes::Bytes;
-use pgoutput::{Message, PgTimestamp};
 use serde::Serialize;
 
 use crate::config::{RouteConfig, SourceConfig};
 use crate::error::TailerError;
 use crate::pg::names::quote_ident;
 use crate::pg::slots::{self, TempCopy};
-use crate::relay::decode::{Decoded, EventDecoder};
-use crate::relay::route::{Router, TxnPosition};
+use crate::relay::assemble::{event_from_pgoutput, OutboxEvent, Step, TxnAssembler};
+use crate::relay::decode::EventDecoder;
+use crate::relay::route::Router;
 
 /// One event as it would be published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,8 +35,10 @@ pub struct PeekedEvent {
     /// Index in the transaction (header `outbox-seq`).
     pub seq: u32,
     pub xid: u32,
-    /// Microseconds since the Unix epoch (header `outbox-commit-time-us`).
-    pub commit_time_us: i64,
+    /// Microseconds since the Unix epoch (header `outbox-commit-time-us`); none for a
+    /// non-transactional logical message, which never commits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_time_us: Option<i64>,
     pub topic: String,
     pub key: Option<String>,
     pub headers: Vec<Header>,
@@ -72,11 +77,6 @@ pub struct PeekOptions {
     pub show_payload: bool,
 }
 
-struct OpenTxn {
-    position: TxnPosition,
-    next_seq: u32,
-}
-
 /// Read up to `limit` waiting events through a temporary copy of the slot.
 pub async fn peek(config: &SourceConfig, opts: &PeekOptions) -> Result<PeekReport, TailerError> {
     let client = crate::pg::connect::connect(config).await?;
@@ -112,13 +112,13 @@ async fn read_events(
     config: &SourceConfig,
     opts: &PeekOptions,
 ) -> Result<(Vec<PeekedEvent>, bool), TailerError> {
-    let mut decoder = EventDecoder::new(config.table.clone(), opts.route.clone())?;
+    let decoder = EventDecoder::new(config.table.clone(), opts.route.clone())?;
+    let mut assembler = TxnAssembler::new(decoder, opts.message_prefix.clone());
     let router = Router::new(opts.route.clone())?;
     let publication = quote_ident(&config.publication);
     // Changes, not events: Begin, Relation and Commit rows count too.
     let chunk = i32::try_from(opts.limit.saturating_mul(2).saturating_add(64)).unwrap_or(i32::MAX);
     let mut events = Vec::new();
-    let mut txn: Option<OpenTxn> = None;
     loop {
         let rows = client
             .query(slots::CHANGES_SQL, &[&copy, &chunk, &publication])
@@ -127,70 +127,14 @@ async fn read_events(
         let drained = rows.len() < chunk as usize;
         for row in rows {
             let data = Bytes::from(row.get::<_, Vec<u8>>(0));
-            let message = pgoutput::decode(&data)?;
-            let found = match message {
-                Message::Begin(b) => {
-                    txn = Some(OpenTxn {
-                        position: TxnPosition {
-                            commit_lsn: b.final_lsn,
-                            xid: b.xid,
-                            commit_time: b.commit_time,
-                        },
-                        next_seq: 0,
-                    });
-                    None
-                }
-                Message::Commit(_) => {
-                    txn = None;
-                    None
-                }
-                Message::LogicalMessage(m) => {
-                    if opts.message_prefix.as_deref() != Some(m.prefix.as_str()) {
-                        None
-                    } else {
-                        let (row, malformed) = match decoder.on_logical_message(&m.content) {
-                            Ok(row) => (row, None),
-                            Err((row, reason)) => (row, Some(reason)),
-                        };
-                        let standalone = txn.is_none();
-                        let event = routed(
-                            &router,
-                            &row,
-                            txn.get_or_insert(OpenTxn {
-                                position: TxnPosition {
-                                    commit_lsn: m.lsn,
-                                    xid: 0,
-                                    commit_time: PgTimestamp::from_pg_micros(0),
-                                },
-                                next_seq: 0,
-                            }),
-                            malformed,
-                            opts.show_payload,
-                        );
-                        if standalone {
-                            txn = None;
-                        }
-                        Some(event)
-                    }
-                }
-                other => match decoder.on_message(other)? {
-                    Decoded::Row(row) => {
-                        let Some(open) = txn.as_mut() else {
-                            return Err(TailerError::Bug(
-                                "an outbox Insert arrived outside a transaction".into(),
-                            ));
-                        };
-                        Some(routed(&router, &row, open, None, opts.show_payload))
-                    }
-                    Decoded::Nothing => None,
-                },
+            let event = match assembler.step(event_from_pgoutput(data)?)? {
+                Step::Event(event) | Step::Standalone(event) => event,
+                Step::Skip | Step::Begin | Step::Commit { .. } => continue,
             };
-            if let Some(event) = found {
-                if events.len() == opts.limit {
-                    return Ok((events, true));
-                }
-                events.push(event);
+            if events.len() == opts.limit {
+                return Ok((events, true));
             }
+            events.push(peeked(&router, &event, opts.show_payload));
         }
         if drained {
             return Ok((events, false));
@@ -198,22 +142,15 @@ async fn read_events(
     }
 }
 
-fn routed(
-    router: &Router,
-    row: &crate::relay::decode::OutboxRow,
-    txn: &mut OpenTxn,
-    malformed: Option<String>,
-    show_payload: bool,
-) -> PeekedEvent {
-    let seq = txn.next_seq;
-    txn.next_seq += 1;
-    let position = txn.position;
+/// The event as `run` publishes it, or why `run` cannot.
+fn peeked(router: &Router, event: &OutboxEvent, show_payload: bool) -> PeekedEvent {
+    let position = event.position;
     let lossy = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
     let base = PeekedEvent {
         commit_lsn: position.commit_lsn.to_string(),
-        seq,
+        seq: event.seq,
         xid: position.xid,
-        commit_time_us: position.commit_time.unix_micros(),
+        commit_time_us: position.commit_time.map(|t| t.unix_micros()),
         topic: String::new(),
         key: None,
         headers: Vec::new(),
@@ -221,7 +158,7 @@ fn routed(
         payload: None,
         unroutable: None,
     };
-    match router.route_event(row, &position, seq, malformed) {
+    match event.route(router) {
         Ok(r) => PeekedEvent {
             topic: r.record.topic.clone(),
             key: r.record.key.as_ref().map(lossy),

@@ -9,6 +9,7 @@
 //! [`pipeline`] runs them in one loop; [`stream`] keeps that loop going across reconnects for
 //! `run`. The correctness argument is in `docs/architecture.md`; [`progress`] holds its core.
 
+pub mod assemble;
 pub mod decode;
 pub mod pipeline;
 pub mod progress;

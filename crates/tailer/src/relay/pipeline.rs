@@ -1,4 +1,5 @@
-//! The streaming loop: source → decode → route → sink, acks → progress → confirm.
+//! The streaming loop: source → assemble (decode, place in transaction) → route → sink, acks →
+//! progress → confirm.
 //!
 //! One `select!` with `biased` order: shutdown, then acks, then new input — so acks drain before
 //! new input is read, and input is read only while the in-flight window (events and bytes) has
@@ -8,14 +9,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgoutput::Lsn;
+use pgoutput::{Lsn, PgTimestamp};
 use tokio::sync::mpsc;
 
 use crate::error::TailerError;
 use crate::metrics::Metrics;
-use crate::relay::decode::{Decoded, EventDecoder, OutboxRow};
+use crate::relay::assemble::{OutboxEvent, Step, TxnAssembler};
+use crate::relay::decode::EventDecoder;
 use crate::relay::progress::AckTracker;
-use crate::relay::route::{Router, TxnPosition};
+use crate::relay::route::{Record, Router};
 use crate::relay::sink::{Ack, Sink};
 use crate::relay::source::{Source, SourceEvent};
 use crate::shutdown::Shutdown;
@@ -47,23 +49,15 @@ pub struct Window {
     pub max_bytes: u64,
 }
 
-#[derive(Debug)]
-struct OpenTxn {
-    position: TxnPosition,
-    next_seq: u32,
-}
-
 /// State that survives reconnects: decoder caches are reset, acks and progress are kept.
 #[derive(Debug)]
 pub struct Pipeline<K: Sink> {
-    decoder: EventDecoder,
+    assembler: TxnAssembler,
     router: Router,
     tracker: AckTracker,
     sink: K,
     acks: mpsc::UnboundedReceiver<Ack>,
     window: Window,
-    txn: Option<OpenTxn>,
-    message_prefix: Option<String>,
     metrics: Arc<Metrics>,
     /// `(Commit.end_lsn, commit time in Unix µs)` of committed, not yet confirmed
     /// transactions: what the lag in seconds is measured from once they confirm.
@@ -81,14 +75,12 @@ impl<K: Sink> Pipeline<K> {
         start: Lsn,
     ) -> Self {
         Pipeline {
-            decoder,
+            assembler: TxnAssembler::new(decoder, None),
             router,
             tracker: AckTracker::new(start),
             sink,
             acks,
             window,
-            txn: None,
-            message_prefix: None,
             metrics: Arc::new(Metrics::new()),
             committed: VecDeque::new(),
             stats: Stats::default(),
@@ -103,7 +95,7 @@ impl<K: Sink> Pipeline<K> {
 
     /// Also publish logical decoding messages written with this prefix.
     pub fn with_message_prefix(mut self, prefix: Option<String>) -> Self {
-        self.message_prefix = prefix;
+        self.assembler.set_message_prefix(prefix);
         self
     }
 
@@ -138,7 +130,7 @@ impl<K: Sink> Pipeline<K> {
     ) -> Result<StreamEnd, TailerError> {
         let mut stop_deadline: Option<Instant> = None;
         loop {
-            if stop_deadline.is_some() && self.txn.is_none() {
+            if stop_deadline.is_some() && !self.assembler.in_transaction() {
                 return Ok(StreamEnd::Shutdown);
             }
             let room = self.has_room();
@@ -154,7 +146,9 @@ impl<K: Sink> Pipeline<K> {
                 }
                 Some(ack) = self.acks.recv() => self.on_ack(ack, Some(&mut *source))?,
                 event = source.next(), if room => match event? {
-                    SourceEvent::End if self.txn.is_none() => return Ok(StreamEnd::Exhausted),
+                    SourceEvent::End if !self.assembler.in_transaction() => {
+                        return Ok(StreamEnd::Exhausted)
+                    }
                     SourceEvent::End => return Err(TailerError::Bug(
                         "the source ended inside a transaction".into(),
                     )),
@@ -217,118 +211,80 @@ impl<K: Sink> Pipeline<K> {
         source: &mut S,
     ) -> Result<(), TailerError> {
         tracing::trace!(event = event.kind(), "source event");
-        match event {
-            SourceEvent::Begin {
-                final_lsn,
-                xid,
+        if let SourceEvent::Keepalive { wal_end } = event {
+            self.on_keepalive(wal_end, source);
+            return Ok(());
+        }
+        match self.assembler.step(event)? {
+            Step::Skip => {}
+            Step::Begin => self.open_unit(),
+            Step::Event(event) => self.publish(&event).await?,
+            Step::Standalone(event) => {
+                self.open_unit();
+                self.publish(&event).await?;
+                self.close_unit(event.position.commit_lsn, source);
+            }
+            Step::Commit {
+                end_lsn,
                 commit_time,
-            } => {
-                self.tracker.begin();
-                self.metrics.transaction_started();
-                self.txn = Some(OpenTxn {
-                    position: TxnPosition {
-                        commit_lsn: final_lsn,
-                        xid,
-                        commit_time,
-                    },
-                    next_seq: 0,
-                });
-            }
-            SourceEvent::Data(bytes) => {
-                let message = pgoutput::decode(&bytes)?;
-                if let Decoded::Row(row) = self.decoder.on_message(message)? {
-                    self.publish(row, None).await?;
-                }
-            }
-            SourceEvent::Commit { end_lsn, .. } => {
-                if let Some(txn) = self.txn.take() {
-                    let commit_us = txn.position.commit_time.unix_micros();
-                    self.metrics.received_transaction(commit_us);
-                    self.committed.push_back((end_lsn, commit_us));
-                }
-                self.stats.transactions += 1;
-                self.metrics.transactions.inc();
-                if let Some(lsn) = self.tracker.commit(end_lsn) {
-                    self.confirm(Some(source), lsn);
-                }
-            }
-            SourceEvent::Keepalive { wal_end } => {
-                if let Some(lsn) = self.tracker.keepalive(wal_end) {
-                    self.confirm(Some(&mut *source), lsn);
-                }
-                if self.tracker.is_idle() {
-                    self.metrics.caught_up();
-                }
-            }
-            // Handled by `stream`.
-            SourceEvent::End => {}
-            SourceEvent::Message {
-                transactional,
-                lsn,
-                prefix,
-                content,
-            } => {
-                if self.message_prefix.as_deref() != Some(prefix.as_str()) {
-                    return Ok(());
-                }
-                // A non-transactional message is its own one-event unit: confirming its LSN
-                // (the end of its record) once acked skips exactly it.
-                let standalone = !transactional && self.txn.is_none();
-                if standalone {
-                    self.tracker.begin();
-                    self.metrics.transaction_started();
-                    self.txn = Some(OpenTxn {
-                        position: TxnPosition {
-                            commit_lsn: lsn,
-                            xid: 0,
-                            commit_time: pgoutput::PgTimestamp::from_system_time(
-                                std::time::SystemTime::now(),
-                            ),
-                        },
-                        next_seq: 0,
-                    });
-                }
-                match self.decoder.on_logical_message(&content) {
-                    Ok(row) => self.publish(row, None).await?,
-                    Err((row, reason)) => self.publish(row, Some(reason)).await?,
-                }
-                if standalone {
-                    if let Some(txn) = self.txn.take() {
-                        self.committed
-                            .push_back((lsn, txn.position.commit_time.unix_micros()));
-                    }
-                    if let Some(lsn) = self.tracker.commit(lsn) {
-                        self.confirm(Some(source), lsn);
-                    }
-                }
-            }
+            } => self.on_commit(end_lsn, commit_time, source),
         }
         Ok(())
     }
 
-    /// Route and hand over one event; `malformed` carries the reason when the event could not
-    /// even be read (it then goes to the dead-letter topic or stops the tailer).
-    async fn publish(
+    fn on_keepalive<S: Source>(&mut self, wal_end: Lsn, source: &mut S) {
+        if let Some(lsn) = self.tracker.keepalive(wal_end) {
+            self.confirm(Some(source), lsn);
+        }
+        if self.tracker.is_idle() {
+            self.metrics.caught_up();
+        }
+    }
+
+    /// A transaction, or a standalone message, starts: its events are acked as one unit.
+    fn open_unit(&mut self) {
+        self.tracker.begin();
+        self.metrics.transaction_started();
+    }
+
+    /// The unit's events are all handed over: `end_lsn` is confirmed once they are acked.
+    fn close_unit<S: Source>(&mut self, end_lsn: Lsn, source: &mut S) {
+        if let Some(lsn) = self.tracker.commit(end_lsn) {
+            self.confirm(Some(source), lsn);
+        }
+    }
+
+    fn on_commit<S: Source>(
         &mut self,
-        row: OutboxRow,
-        malformed: Option<String>,
-    ) -> Result<(), TailerError> {
-        let Some(txn) = self.txn.as_mut() else {
-            return Err(TailerError::Bug(
-                "an outbox Insert arrived outside a transaction".into(),
-            ));
-        };
-        let seq = txn.next_seq;
-        txn.next_seq += 1;
-        let position = txn.position;
-        let routed = self.router.route_event(&row, &position, seq, malformed)?;
+        end_lsn: Lsn,
+        commit_time: Option<PgTimestamp>,
+        source: &mut S,
+    ) {
+        // Lag in seconds is measured from commit times: a unit without one leaves it alone.
+        if let Some(time) = commit_time {
+            let commit_us = time.unix_micros();
+            self.metrics.received_transaction(commit_us);
+            self.committed.push_back((end_lsn, commit_us));
+        }
+        self.stats.transactions += 1;
+        self.metrics.transactions.inc();
+        self.close_unit(end_lsn, source);
+    }
+
+    /// Route and hand over one event: its record, or its dead-letter record when it cannot be
+    /// routed (an error without a dead-letter topic).
+    async fn publish(&mut self, event: &OutboxEvent) -> Result<(), TailerError> {
+        let routed = event.route(&self.router)?;
         if let Some(reason) = &routed.dead_letter_reason {
-            let event_id = Router::event_id(&row);
-            tracing::warn!(event_id = %event_id, lsn = %position.commit_lsn, reason = %reason, "unroutable outbox row sent to the dead-letter topic");
+            let event_id = Router::event_id(&event.row);
+            tracing::warn!(event_id = %event_id, lsn = %event.position.commit_lsn, reason = %reason, "unroutable outbox row sent to the dead-letter topic");
             self.stats.dead_lettered += 1;
             self.metrics.dead_lettered.inc();
         }
-        let record = routed.record;
+        self.hand_over(routed.record).await
+    }
+
+    async fn hand_over(&mut self, record: Record) -> Result<(), TailerError> {
         let size = u32::try_from(record.size()).unwrap_or(u32::MAX);
         let Some(ticket) = self.tracker.publish(size) else {
             return Err(TailerError::Bug("publish outside a transaction".into()));
@@ -350,14 +306,14 @@ impl<K: Sink> Pipeline<K> {
 
     /// The stream broke or stops mid-transaction: the open transaction will be re-sent whole.
     pub fn abandon_open(&mut self) {
-        self.txn = None;
+        self.assembler.abandon();
         self.tracker.abandon_open();
     }
 
     /// After a disconnect: forget relations and the partial transaction.
     pub fn reset_stream(&mut self) {
-        self.abandon_open();
-        self.decoder.reset();
+        self.assembler.reset();
+        self.tracker.abandon_open();
     }
 
     /// Wait for acks until nothing is in flight, confirming as they come, or until `deadline`.
@@ -397,164 +353,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::RouteConfig;
-    use crate::pg::names::TableName;
-    use crate::relay::scripted_source::ScriptedSource;
-    use crate::relay::sink::memory::MemorySink;
-    use bytes::Bytes;
-    use pgoutput::encode::encode;
-    use pgoutput::{
-        Column, Insert, Message, PgTimestamp, Relation, ReplicaIdentity, TupleData, TupleValue,
-    };
-
-    fn relation() -> SourceEvent {
-        let col = |name: &str, type_oid: u32| Column {
-            flags: 0,
-            name: name.into(),
-            type_oid,
-            type_modifier: -1,
-        };
-        SourceEvent::Data(encode(&Message::Relation(Relation {
-            stream_xid: None,
-            oid: 16385,
-            namespace: "public".into(),
-            name: "outbox".into(),
-            replica_identity: ReplicaIdentity::Default,
-            columns: vec![
-                col("id", 2950),
-                col("aggregatetype", 25),
-                col("aggregateid", 25),
-                col("type", 25),
-                col("payload", 3802),
-            ],
-        })))
-    }
-
-    fn insert(n: u32) -> SourceEvent {
-        let t = |s: String| TupleValue::Text(Bytes::from(s));
-        SourceEvent::Data(encode(&Message::Insert(Insert {
-            stream_xid: None,
-            relation_oid: 16385,
-            new: TupleData::new(vec![
-                t(format!("00000000-0000-0000-0000-{n:012}")),
-                t("order".into()),
-                t(format!("o-{n}")),
-                t("Created".into()),
-                t(format!("{{\"n\":{n}}}")),
-            ]),
-        })))
-    }
-
-    fn begin(lsn: u64) -> SourceEvent {
-        SourceEvent::Begin {
-            final_lsn: Lsn::from(lsn),
-            xid: 7,
-            commit_time: PgTimestamp::from_pg_micros(0),
-        }
-    }
-
-    fn commit(end: u64) -> SourceEvent {
-        SourceEvent::Commit {
-            commit_lsn: Lsn::from(end - 8),
-            end_lsn: Lsn::from(end),
-        }
-    }
-
-    fn pipeline(max_events: u64) -> (Pipeline<MemorySink>, mpsc::UnboundedSender<Ack>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let route = RouteConfig::default();
-        let decoder =
-            EventDecoder::new(TableName::parse("public.outbox").unwrap(), route.clone()).unwrap();
-        let sink = MemorySink::new(tx.clone(), false);
-        let window = Window {
-            max_events,
-            max_bytes: u64::MAX,
-        };
-        (
-            Pipeline::new(
-                decoder,
-                Router::new(route).unwrap(),
-                sink,
-                rx,
-                window,
-                Lsn::ZERO,
-            ),
-            tx,
-        )
-    }
-
-    /// Runs the loop until the script ends. A loop blocked on a full window never ends: the
-    /// timeout is how such a test observes "it stopped reading", not a synchronisation.
-    async fn settle(p: &mut Pipeline<MemorySink>, source: &mut ScriptedSource) {
-        let mut stop = Shutdown::default();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            p.stream(source, &mut stop, Duration::from_secs(1)),
-        )
-        .await;
-    }
-
-    #[tokio::test]
-    async fn publishes_before_commit_and_confirms_only_after_acks() {
-        let (mut p, _tx) = pipeline(100);
-        let mut source = ScriptedSource::default();
-        source
-            .events
-            .extend([begin(100), relation(), insert(1), insert(2), commit(200)]);
-        settle(&mut p, &mut source).await;
-        assert_eq!(p.sink().records.len(), 2, "published as inserts arrived");
-        assert!(source.confirmed.is_empty(), "nothing acked yet");
-        let first = &p.sink().records[0].0;
-        assert_eq!(first.topic, "outbox.event.order");
-        assert_eq!(first.key.as_deref(), Some(&b"o-1"[..]));
-
-        p.sink().ack(1);
-        settle(&mut p, &mut source).await;
-        assert!(source.confirmed.is_empty(), "one event still unacked");
-        p.sink().ack(0);
-        source.events.push_back(SourceEvent::Keepalive {
-            wal_end: Lsn::from(300),
-        });
-        settle(&mut p, &mut source).await;
-        assert_eq!(source.confirmed, vec![Lsn::from(200), Lsn::from(300)]);
-    }
-
-    #[tokio::test]
-    async fn a_full_window_stops_reading() {
-        let (mut p, _tx) = pipeline(2);
-        let mut source = ScriptedSource::default();
-        source.events.extend([
-            begin(100),
-            relation(),
-            insert(1),
-            insert(2),
-            insert(3),
-            commit(200),
-        ]);
-        settle(&mut p, &mut source).await;
-        assert_eq!(p.sink().records.len(), 2, "window of 2 events");
-        p.sink().ack(0);
-        settle(&mut p, &mut source).await;
-        assert_eq!(p.sink().records.len(), 3);
-    }
-
-    #[tokio::test]
-    async fn keepalive_is_not_confirmed_while_a_transaction_is_unacked() {
-        let (mut p, _tx) = pipeline(100);
-        let mut source = ScriptedSource::default();
-        source.events.extend([
-            begin(100),
-            relation(),
-            insert(1),
-            commit(200),
-            SourceEvent::Keepalive {
-                wal_end: Lsn::from(900),
-            },
-        ]);
-        settle(&mut p, &mut source).await;
-        assert!(source.confirmed.is_empty());
-        assert_eq!(p.durable(), Lsn::ZERO);
-    }
-}
+mod tests;

@@ -4,7 +4,8 @@
 //! `aggregateid`, value = payload bytes unchanged, headers `id` and `type`; plus the tailer's
 //! own position headers, which make every record's origin unique and ordered:
 //! `outbox-lsn` (the transaction's commit LSN), `outbox-seq` (index in the transaction),
-//! `outbox-xid` and `outbox-commit-time-us` (µs since the Unix epoch).
+//! `outbox-xid` and `outbox-commit-time-us` (µs since the Unix epoch; absent on a
+//! non-transactional logical message, which has no commit).
 
 use bytes::Bytes;
 use pgoutput::{Lsn, PgTimestamp, TupleValue};
@@ -53,7 +54,8 @@ pub struct TxnPosition {
     /// `Begin.final_lsn`: start of the commit record, known before the first row arrives.
     pub commit_lsn: Lsn,
     pub xid: u32,
-    pub commit_time: PgTimestamp,
+    /// `None` for a non-transactional logical message: it never commits.
+    pub commit_time: Option<PgTimestamp>,
 }
 
 /// Why a row cannot become a record.
@@ -88,83 +90,19 @@ impl Router {
         seq: u32,
     ) -> Result<Record, Unroutable> {
         let layout = &row.layout;
-        let fail = |reason: String| Err(Unroutable { reason });
         let Some(id) = bytes(row, layout.id) else {
-            return fail(format!(
+            return unroutable(format!(
                 "event id column `{}` is NULL",
                 self.config.id_column
             ));
         };
         let Some(key) = bytes(row, layout.key) else {
-            return fail(format!("key column `{}` is NULL", self.config.key_column));
+            return unroutable(format!("key column `{}` is NULL", self.config.key_column));
         };
-        let mut topic = String::new();
-        for seg in self.template.segments() {
-            match seg {
-                Segment::Literal(s) => topic.push_str(s),
-                Segment::RoutedBy => match text(row, layout.route_by) {
-                    Some(v) if !v.is_empty() => topic.push_str(&v),
-                    _ => {
-                        return fail(format!(
-                            "route-by column `{}` is NULL or empty",
-                            self.config.route_by
-                        ))
-                    }
-                },
-                Segment::Column(name) => {
-                    match layout.by_name.get(name).and_then(|i| text(row, *i)) {
-                        Some(v) if !v.is_empty() => topic.push_str(&v),
-                        _ => {
-                            return fail(format!(
-                                "topic template column `{name}` is missing, NULL or empty"
-                            ))
-                        }
-                    }
-                }
-            }
-        }
-        if !valid_topic(&topic) {
-            return fail(format!(
-                "topic {topic:?} is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
-            ));
-        }
-        let payload = match bytes(row, layout.payload) {
-            None => None,
-            Some(raw) if layout.payload_is_bytea => match decode_bytea_hex(&raw) {
-                Some(b) => Some(b),
-                None => return fail("bytea payload is not in hex output format".into()),
-            },
-            Some(raw) => Some(raw),
-        };
+        let topic = self.topic(row)?;
+        let payload = payload(row)?;
         let mut headers = vec![(HEADER_ID.to_owned(), id)];
-        if let Some(t) = bytes(row, layout.event_type) {
-            headers.push((HEADER_TYPE.to_owned(), t));
-        }
-        for (idx, name) in &layout.extra_headers {
-            if let Some(v) = bytes(row, *idx) {
-                headers.push((name.clone(), v));
-            }
-        }
-        if let Some(raw) = layout.headers.and_then(|i| bytes(row, i)) {
-            match serde_json::from_slice::<serde_json::Value>(&raw) {
-                Ok(serde_json::Value::Object(map)) => {
-                    for (k, v) in map {
-                        let v = match v {
-                            serde_json::Value::String(s) => Bytes::from(s),
-                            other => Bytes::from(other.to_string()),
-                        };
-                        headers.push((k, v));
-                    }
-                }
-                Ok(serde_json::Value::Null) => {}
-                _ => {
-                    return fail(format!(
-                        "headers column `{}` is not a JSON object",
-                        self.config.headers_column
-                    ))
-                }
-            }
-        }
+        self.user_headers(row, &mut headers)?;
         push_position(&mut headers, txn, seq);
         let record = Record {
             topic,
@@ -173,13 +111,87 @@ impl Router {
             headers,
         };
         if record.size() > self.config.max_message_bytes {
-            return fail(format!(
+            return unroutable(format!(
                 "record of {} bytes exceeds max_message_bytes {}",
                 record.size(),
                 self.config.max_message_bytes
             ));
         }
         Ok(record)
+    }
+
+    /// The topic template filled in from the row.
+    fn topic(&self, row: &OutboxRow) -> Result<String, Unroutable> {
+        let layout = &row.layout;
+        let mut topic = String::new();
+        for seg in self.template.segments() {
+            let value = match seg {
+                Segment::Literal(s) => {
+                    topic.push_str(s);
+                    continue;
+                }
+                Segment::RoutedBy => text(row, layout.route_by)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "route-by column `{}` is NULL or empty",
+                            self.config.route_by
+                        )
+                    }),
+                Segment::Column(name) => layout
+                    .by_name
+                    .get(name)
+                    .and_then(|i| text(row, *i))
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| {
+                        format!("topic template column `{name}` is missing, NULL or empty")
+                    }),
+            };
+            topic.push_str(&value.map_err(|reason| Unroutable { reason })?);
+        }
+        if !valid_topic(&topic) {
+            return unroutable(format!(
+                "topic {topic:?} is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
+            ));
+        }
+        Ok(topic)
+    }
+
+    /// The `type` header, the extra header columns, then the headers column's entries.
+    fn user_headers(
+        &self,
+        row: &OutboxRow,
+        headers: &mut Vec<(String, Bytes)>,
+    ) -> Result<(), Unroutable> {
+        let layout = &row.layout;
+        if let Some(t) = bytes(row, layout.event_type) {
+            headers.push((HEADER_TYPE.to_owned(), t));
+        }
+        for (idx, name) in &layout.extra_headers {
+            if let Some(v) = bytes(row, *idx) {
+                headers.push((name.clone(), v));
+            }
+        }
+        let Some(raw) = layout.headers.and_then(|i| bytes(row, i)) else {
+            return Ok(());
+        };
+        match serde_json::from_slice::<serde_json::Value>(&raw) {
+            Ok(serde_json::Value::Object(map)) => {
+                for (k, v) in map {
+                    let v = match v {
+                        serde_json::Value::String(s) => Bytes::from(s),
+                        other => Bytes::from(other.to_string()),
+                    };
+                    headers.push((k, v));
+                }
+                Ok(())
+            }
+            Ok(serde_json::Value::Null) => Ok(()),
+            _ => unroutable(format!(
+                "headers column `{}` is not a JSON object",
+                self.config.headers_column
+            )),
+        }
     }
 
     /// Route one event as `run` publishes it: its record, or the dead-letter record (with the
@@ -251,6 +263,23 @@ impl Router {
     }
 }
 
+fn unroutable<T>(reason: String) -> Result<T, Unroutable> {
+    Err(Unroutable { reason })
+}
+
+/// The payload bytes unchanged; a bytea payload arrives in hex output format and is decoded.
+fn payload(row: &OutboxRow) -> Result<Option<Bytes>, Unroutable> {
+    let layout = &row.layout;
+    match bytes(row, layout.payload) {
+        None => Ok(None),
+        Some(raw) if layout.payload_is_bytea => match decode_bytea_hex(&raw) {
+            Some(b) => Ok(Some(b)),
+            None => unroutable("bytea payload is not in hex output format".into()),
+        },
+        Some(raw) => Ok(Some(raw)),
+    }
+}
+
 /// Position headers. A polled row has no WAL position (commit LSN 0/0): it gets only its
 /// index in the poll batch and its insert time.
 fn push_position(headers: &mut Vec<(String, Bytes)>, txn: &TxnPosition, seq: u32) {
@@ -264,10 +293,10 @@ fn push_position(headers: &mut Vec<(String, Bytes)>, txn: &TxnPosition, seq: u32
     if !txn.commit_lsn.is_zero() {
         headers.push((HEADER_XID.to_owned(), Bytes::from(txn.xid.to_string())));
     }
-    headers.push((
-        HEADER_COMMIT_TIME.to_owned(),
-        Bytes::from(txn.commit_time.unix_micros().to_string()),
-    ));
+    if let Some(time) = txn.commit_time {
+        let micros = Bytes::from(time.unix_micros().to_string());
+        headers.push((HEADER_COMMIT_TIME.to_owned(), micros));
+    }
 }
 
 fn bytes(row: &OutboxRow, idx: usize) -> Option<Bytes> {
@@ -310,116 +339,4 @@ fn decode_bytea_hex(raw: &[u8]) -> Option<Bytes> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytea_hex_decodes() {
-        assert_eq!(
-            decode_bytea_hex(b"\\x00ff10").unwrap().as_ref(),
-            &[0, 255, 16]
-        );
-        assert!(decode_bytea_hex(b"00ff").is_none());
-        assert!(decode_bytea_hex(b"\\x0").is_none());
-        assert!(decode_bytea_hex(b"\\xzz").is_none());
-    }
-
-    #[test]
-    fn topic_names() {
-        assert!(valid_topic("outbox.event.order"));
-        assert!(!valid_topic("outbox event"));
-        assert!(!valid_topic(""));
-    }
-
-    fn row(config: &RouteConfig, key: Option<&str>, payload: &str) -> OutboxRow {
-        let decoder = crate::relay::decode::EventDecoder::new(
-            crate::pg::names::TableName::parse("outbox").unwrap(),
-            config.clone(),
-        )
-        .unwrap();
-        let text = |s: &str| TupleValue::Text(Bytes::from(s.to_owned()));
-        // Envelope order: id, route-by, key, type, payload, headers.
-        decoder.row_from_values(vec![
-            text("e-1"),
-            text("order"),
-            key.map_or(TupleValue::Null, text),
-            text("Created"),
-            text(payload),
-            TupleValue::Null,
-        ])
-    }
-
-    fn position() -> TxnPosition {
-        TxnPosition {
-            commit_lsn: Lsn::from(0x100),
-            xid: 9,
-            commit_time: PgTimestamp::from_unix_micros(0),
-        }
-    }
-
-    #[test]
-    fn a_record_over_the_size_limit_is_unroutable_or_dead_lettered() {
-        let mut config = RouteConfig {
-            max_message_bytes: 1_000,
-            ..RouteConfig::default()
-        };
-        let big = format!("\"{}\"", "x".repeat(2_000));
-        let router = Router::new(config.clone()).unwrap();
-        let err = router
-            .route(&row(&config, Some("k"), &big), &position(), 0)
-            .unwrap_err();
-        assert!(
-            err.reason.contains("exceeds max_message_bytes"),
-            "{}",
-            err.reason
-        );
-        assert!(matches!(
-            router.route_event(&row(&config, Some("k"), &big), &position(), 0, None),
-            Err(TailerError::Unroutable { .. })
-        ));
-
-        config.dead_letter_topic = Some("outbox.dlq".into());
-        let router = Router::new(config.clone()).unwrap();
-        let routed = router
-            .route_event(&row(&config, Some("k"), &big), &position(), 0, None)
-            .unwrap();
-        assert_eq!(routed.record.topic, "outbox.dlq");
-        assert_eq!(
-            routed.record.payload, None,
-            "the oversized payload is dropped"
-        );
-        assert!(routed.dead_letter_reason.is_some());
-    }
-
-    #[test]
-    fn a_null_key_is_unroutable() {
-        let config = RouteConfig::default();
-        let router = Router::new(config.clone()).unwrap();
-        let err = router
-            .route(&row(&config, None, "{}"), &position(), 0)
-            .unwrap_err();
-        assert!(err.reason.contains("aggregateid"), "{}", err.reason);
-    }
-
-    #[test]
-    fn defaults_route_like_debezium() {
-        let config = RouteConfig::default();
-        let router = Router::new(config.clone()).unwrap();
-        let r = router
-            .route(&row(&config, Some("o-1"), "{\"a\": 1}"), &position(), 3)
-            .unwrap();
-        assert_eq!(r.topic, "outbox.event.order");
-        assert_eq!(r.key.as_deref(), Some(&b"o-1"[..]));
-        assert_eq!(r.payload.as_deref(), Some(&b"{\"a\": 1}"[..]));
-        let h = |k: &str| {
-            r.headers
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-        };
-        assert_eq!(h(HEADER_ID).as_deref(), Some(&b"e-1"[..]));
-        assert_eq!(h(HEADER_TYPE).as_deref(), Some(&b"Created"[..]));
-        assert_eq!(h(HEADER_LSN).as_deref(), Some(&b"0/100"[..]));
-        assert_eq!(h(HEADER_SEQ).as_deref(), Some(&b"3"[..]));
-    }
-}
+mod tests;

@@ -1,0 +1,183 @@
+use super::*;
+use crate::config::RouteConfig;
+use crate::pg::names::TableName;
+use crate::relay::scripted_source::ScriptedSource;
+use crate::relay::sink::memory::MemorySink;
+use bytes::Bytes;
+use pgoutput::encode::encode;
+use pgoutput::{
+    Column, Insert, Message, PgTimestamp, Relation, ReplicaIdentity, TupleData, TupleValue,
+};
+
+fn relation() -> SourceEvent {
+    let col = |name: &str, type_oid: u32| Column {
+        flags: 0,
+        name: name.into(),
+        type_oid,
+        type_modifier: -1,
+    };
+    SourceEvent::Data(encode(&Message::Relation(Relation {
+        stream_xid: None,
+        oid: 16385,
+        namespace: "public".into(),
+        name: "outbox".into(),
+        replica_identity: ReplicaIdentity::Default,
+        columns: vec![
+            col("id", 2950),
+            col("aggregatetype", 25),
+            col("aggregateid", 25),
+            col("type", 25),
+            col("payload", 3802),
+        ],
+    })))
+}
+
+fn insert(n: u32) -> SourceEvent {
+    let t = |s: String| TupleValue::Text(Bytes::from(s));
+    SourceEvent::Data(encode(&Message::Insert(Insert {
+        stream_xid: None,
+        relation_oid: 16385,
+        new: TupleData::new(vec![
+            t(format!("00000000-0000-0000-0000-{n:012}")),
+            t("order".into()),
+            t(format!("o-{n}")),
+            t("Created".into()),
+            t(format!("{{\"n\":{n}}}")),
+        ]),
+    })))
+}
+
+fn begin(lsn: u64) -> SourceEvent {
+    SourceEvent::Begin {
+        final_lsn: Lsn::from(lsn),
+        xid: 7,
+        commit_time: PgTimestamp::from_pg_micros(0),
+    }
+}
+
+fn commit(end: u64) -> SourceEvent {
+    SourceEvent::Commit {
+        commit_lsn: Lsn::from(end - 8),
+        end_lsn: Lsn::from(end),
+    }
+}
+
+fn pipeline(max_events: u64) -> (Pipeline<MemorySink>, mpsc::UnboundedSender<Ack>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let route = RouteConfig::default();
+    let decoder =
+        EventDecoder::new(TableName::parse("public.outbox").unwrap(), route.clone()).unwrap();
+    let sink = MemorySink::new(tx.clone(), false);
+    let window = Window {
+        max_events,
+        max_bytes: u64::MAX,
+    };
+    (
+        Pipeline::new(
+            decoder,
+            Router::new(route).unwrap(),
+            sink,
+            rx,
+            window,
+            Lsn::ZERO,
+        ),
+        tx,
+    )
+}
+
+/// Runs the loop until the script ends. A loop blocked on a full window never ends: the
+/// timeout is how such a test observes "it stopped reading", not a synchronisation.
+async fn settle(p: &mut Pipeline<MemorySink>, source: &mut ScriptedSource) {
+    let mut stop = Shutdown::default();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        p.stream(source, &mut stop, Duration::from_secs(1)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn publishes_before_commit_and_confirms_only_after_acks() {
+    let (mut p, _tx) = pipeline(100);
+    let mut source = ScriptedSource::default();
+    source
+        .events
+        .extend([begin(100), relation(), insert(1), insert(2), commit(200)]);
+    settle(&mut p, &mut source).await;
+    assert_eq!(p.sink().records.len(), 2, "published as inserts arrived");
+    assert!(source.confirmed.is_empty(), "nothing acked yet");
+    let first = &p.sink().records[0].0;
+    assert_eq!(first.topic, "outbox.event.order");
+    assert_eq!(first.key.as_deref(), Some(&b"o-1"[..]));
+
+    p.sink().ack(1);
+    settle(&mut p, &mut source).await;
+    assert!(source.confirmed.is_empty(), "one event still unacked");
+    p.sink().ack(0);
+    source.events.push_back(SourceEvent::Keepalive {
+        wal_end: Lsn::from(300),
+    });
+    settle(&mut p, &mut source).await;
+    assert_eq!(source.confirmed, vec![Lsn::from(200), Lsn::from(300)]);
+}
+
+#[tokio::test]
+async fn a_full_window_stops_reading() {
+    let (mut p, _tx) = pipeline(2);
+    let mut source = ScriptedSource::default();
+    source.events.extend([
+        begin(100),
+        relation(),
+        insert(1),
+        insert(2),
+        insert(3),
+        commit(200),
+    ]);
+    settle(&mut p, &mut source).await;
+    assert_eq!(p.sink().records.len(), 2, "window of 2 events");
+    p.sink().ack(0);
+    settle(&mut p, &mut source).await;
+    assert_eq!(p.sink().records.len(), 3);
+}
+
+#[tokio::test]
+async fn keepalive_is_not_confirmed_while_a_transaction_is_unacked() {
+    let (mut p, _tx) = pipeline(100);
+    let mut source = ScriptedSource::default();
+    source.events.extend([
+        begin(100),
+        relation(),
+        insert(1),
+        commit(200),
+        SourceEvent::Keepalive {
+            wal_end: Lsn::from(900),
+        },
+    ]);
+    settle(&mut p, &mut source).await;
+    assert!(source.confirmed.is_empty());
+    assert_eq!(p.durable(), Lsn::ZERO);
+}
+
+#[tokio::test]
+async fn a_standalone_message_is_confirmed_at_its_lsn_without_a_commit_time() {
+    let (p, _tx) = pipeline(100);
+    let mut p = p.with_message_prefix(Some("outbox".into()));
+    let mut source = ScriptedSource::default();
+    source.events.push_back(SourceEvent::Message {
+        transactional: false,
+        lsn: Lsn::from(500),
+        prefix: "outbox".into(),
+        content: Bytes::from_static(
+            b"{\"id\":\"m-1\",\"aggregatetype\":\"order\",\"aggregateid\":\"o-1\"}",
+        ),
+    });
+    settle(&mut p, &mut source).await;
+    let record = &p.sink().records[0].0;
+    let names: Vec<&str> = record.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["id", "outbox-lsn", "outbox-seq", "outbox-xid"]);
+    assert!(source.confirmed.is_empty(), "not acked yet");
+    p.sink().ack(0);
+    settle(&mut p, &mut source).await;
+    assert_eq!(source.confirmed, vec![Lsn::from(500)]);
+    assert_eq!(p.stats.transactions, 0, "a message is not a transaction");
+}
