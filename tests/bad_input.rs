@@ -348,7 +348,11 @@ async fn a_logical_message_that_is_not_a_json_envelope_stops_or_is_dead_lettered
 async fn exit_codes_say_what_to_do() -> anyhow::Result<()> {
     let env = env().await?;
     let (code, stderr) = tailer_cli(&env.run_args(&[])).await?;
-    assert_eq!(code, Some(3), "no publication yet: fix the database\n{stderr}");
+    assert_eq!(
+        code,
+        Some(3),
+        "no publication yet: fix the database\n{stderr}"
+    );
     assert!(stderr.contains("outbox-tailer setup"), "{stderr}");
 
     let closed = outbox_testkit::free_port()?;

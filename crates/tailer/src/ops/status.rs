@@ -5,8 +5,8 @@ use tokio_postgres::Client;
 
 use crate::config::{SlotThresholds, SourceConfig};
 use crate::error::TailerError;
-use crate::pg::slot_status::{read_status, ReplayWindow, SlotStatus};
 use crate::pg::slot_status::human_bytes;
+use crate::pg::slot_status::{read_status, ReplayWindow, SlotStatus};
 
 /// Connect and read the slot's status.
 pub async fn status(
