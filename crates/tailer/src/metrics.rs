@@ -48,6 +48,19 @@ pub struct Metrics {
     last_progress_us: AtomicI64,
 }
 
+/// The name and help text of one metric family.
+#[derive(Debug, Clone, Copy)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+}
+
+impl Family {
+    fn opts(self) -> Opts {
+        Opts::new(self.name, self.help)
+    }
+}
+
 /// Register `metric` in `registry`; names and options are constants here, so a failure is a
 /// programming error caught by the unit tests.
 fn registered<M: Collector + Clone + 'static>(
@@ -61,16 +74,16 @@ fn registered<M: Collector + Clone + 'static>(
     metric
 }
 
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    registered(registry, IntCounter::with_opts(Opts::new(name, help)))
+fn counter(registry: &Registry, family: Family) -> IntCounter {
+    registered(registry, IntCounter::with_opts(family.opts()))
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    registered(registry, IntGauge::with_opts(Opts::new(name, help)))
+fn gauge(registry: &Registry, family: Family) -> IntGauge {
+    registered(registry, IntGauge::with_opts(family.opts()))
 }
 
-fn latency(registry: &Registry, name: &str, help: &str) -> Histogram {
-    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+fn latency(registry: &Registry, family: Family) -> Histogram {
+    let opts = HistogramOpts::new(family.name, family.help).buckets(LATENCY_BUCKETS.to_vec());
     registered(registry, Histogram::with_opts(opts))
 }
 
@@ -78,6 +91,88 @@ fn latency(registry: &Registry, name: &str, help: &str) -> Histogram {
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+// What the pipeline publishes and Kafka acknowledges.
+const EVENTS_PUBLISHED: Family = Family {
+    name: "outbox_tailer_events_published_total",
+    help: "Events handed to the Kafka producer (dead-letter records included)",
+};
+const BYTES_PUBLISHED: Family = Family {
+    name: "outbox_tailer_bytes_published_total",
+    help: "Bytes of key, value and headers handed to the Kafka producer",
+};
+const EVENTS_ACKED: Family = Family {
+    name: "outbox_tailer_events_acked_total",
+    help: "Events acknowledged by Kafka",
+};
+const DEAD_LETTERED: Family = Family {
+    name: "outbox_tailer_dead_lettered_total",
+    help: "Unroutable events sent to the dead-letter topic",
+};
+const TRANSACTIONS: Family = Family {
+    name: "outbox_tailer_transactions_total",
+    help: "Transactions received from the slot",
+};
+const IN_FLIGHT_EVENTS: Family = Family {
+    name: "outbox_tailer_in_flight_events",
+    help: "Events handed to Kafka and not yet acknowledged",
+};
+const IN_FLIGHT_BYTES: Family = Family {
+    name: "outbox_tailer_in_flight_bytes",
+    help: "Bytes handed to Kafka and not yet acknowledged",
+};
+
+// How late events are.
+const PUBLISH_LATENCY: Family = Family {
+    name: "outbox_tailer_publish_latency_seconds",
+    help: "Time from handing an event to the Kafka producer to its ack",
+};
+const RECEIVE_DELAY: Family = Family {
+    name: "outbox_tailer_receive_delay_seconds",
+    help: "Time from a transaction's commit (the server's commit timestamp) to the tailer \
+           reading its end: the walsender's decoding plus the network",
+};
+const CONFIRMED_LSN: Family = Family {
+    name: "outbox_tailer_confirmed_lsn",
+    help: "LSN confirmed to PostgreSQL, as a number (everything before it is in Kafka)",
+};
+const LAG_SECONDS: Family = Family {
+    name: "outbox_tailer_lag_seconds",
+    help: "Now minus the commit time of the last confirmed transaction (0 while caught up)",
+};
+
+// The replication stream.
+const STREAMING: Family = Family {
+    name: "outbox_tailer_streaming",
+    help: "1 while the replication stream is connected",
+};
+const RECONNECTS: Family = Family {
+    name: "outbox_tailer_reconnects_total",
+    help: "Replication stream reconnects after a transient error",
+};
+const ERRORS: Family = Family {
+    name: "outbox_tailer_errors_total",
+    help: "Errors, by kind",
+};
+
+// What the slot watchdog sees.
+const SLOT_LAG_BYTES: Family = Family {
+    name: "outbox_tailer_slot_lag_bytes",
+    help: "pg_current_wal_lsn() - confirmed_flush_lsn of the slot, at the last slot check",
+};
+const SLOT_RETAINED_BYTES: Family = Family {
+    name: "outbox_tailer_slot_retained_wal_bytes",
+    help: "pg_current_wal_lsn() - restart_lsn of the slot: WAL kept for it",
+};
+const SLOT_SAFE_WAL_BYTES: Family = Family {
+    name: "outbox_tailer_slot_safe_wal_size_bytes",
+    help: "safe_wal_size of the slot: WAL that may be written before it is invalidated \
+           (-1 when max_slot_wal_keep_size is unlimited)",
+};
+const SLOT_CHECKS: Family = Family {
+    name: "outbox_tailer_slot_checks_total",
+    help: "Slot checks made by the watchdog",
+};
 
 impl Metrics {
     /// A transaction committed at `commit_us` (Unix µs) was read to its end now.
@@ -102,108 +197,26 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let publish_latency = latency(
-            &r,
-            "outbox_tailer_publish_latency_seconds",
-            "Time from handing an event to the Kafka producer to its ack",
-        );
-        let receive_delay = latency(
-            &r,
-            "outbox_tailer_receive_delay_seconds",
-            "Time from a transaction's commit (the server's commit timestamp) to the tailer \
-             reading its end: the walsender's decoding plus the network",
-        );
-        let lag_seconds = registered(
-            &r,
-            Gauge::with_opts(Opts::new(
-                "outbox_tailer_lag_seconds",
-                "Now minus the commit time of the last confirmed transaction (0 while caught up)",
-            )),
-        );
-        let errors = registered(
-            &r,
-            IntCounterVec::new(
-                Opts::new("outbox_tailer_errors_total", "Errors, by kind"),
-                &["kind"],
-            ),
-        );
         let now = now_us();
         Metrics {
-            events_published: counter(
-                &r,
-                "outbox_tailer_events_published_total",
-                "Events handed to the Kafka producer (dead-letter records included)",
-            ),
-            bytes_published: counter(
-                &r,
-                "outbox_tailer_bytes_published_total",
-                "Bytes of key, value and headers handed to the Kafka producer",
-            ),
-            events_acked: counter(
-                &r,
-                "outbox_tailer_events_acked_total",
-                "Events acknowledged by Kafka",
-            ),
-            dead_lettered: counter(
-                &r,
-                "outbox_tailer_dead_lettered_total",
-                "Unroutable events sent to the dead-letter topic",
-            ),
-            transactions: counter(
-                &r,
-                "outbox_tailer_transactions_total",
-                "Transactions received from the slot",
-            ),
-            publish_latency,
-            receive_delay,
-            confirmed_lsn: gauge(
-                &r,
-                "outbox_tailer_confirmed_lsn",
-                "LSN confirmed to PostgreSQL, as a number (everything before it is in Kafka)",
-            ),
-            lag_seconds,
-            in_flight_events: gauge(
-                &r,
-                "outbox_tailer_in_flight_events",
-                "Events handed to Kafka and not yet acknowledged",
-            ),
-            in_flight_bytes: gauge(
-                &r,
-                "outbox_tailer_in_flight_bytes",
-                "Bytes handed to Kafka and not yet acknowledged",
-            ),
-            reconnects: counter(
-                &r,
-                "outbox_tailer_reconnects_total",
-                "Replication stream reconnects after a transient error",
-            ),
-            errors,
-            streaming: gauge(
-                &r,
-                "outbox_tailer_streaming",
-                "1 while the replication stream is connected",
-            ),
-            slot_lag_bytes: gauge(
-                &r,
-                "outbox_tailer_slot_lag_bytes",
-                "pg_current_wal_lsn() - confirmed_flush_lsn of the slot, at the last slot check",
-            ),
-            slot_retained_bytes: gauge(
-                &r,
-                "outbox_tailer_slot_retained_wal_bytes",
-                "pg_current_wal_lsn() - restart_lsn of the slot: WAL kept for it",
-            ),
-            slot_safe_wal_bytes: gauge(
-                &r,
-                "outbox_tailer_slot_safe_wal_size_bytes",
-                "safe_wal_size of the slot: WAL that may be written before it is invalidated \
-                 (-1 when max_slot_wal_keep_size is unlimited)",
-            ),
-            slot_checks: counter(
-                &r,
-                "outbox_tailer_slot_checks_total",
-                "Slot checks made by the watchdog",
-            ),
+            events_published: counter(&r, EVENTS_PUBLISHED),
+            bytes_published: counter(&r, BYTES_PUBLISHED),
+            events_acked: counter(&r, EVENTS_ACKED),
+            dead_lettered: counter(&r, DEAD_LETTERED),
+            transactions: counter(&r, TRANSACTIONS),
+            publish_latency: latency(&r, PUBLISH_LATENCY),
+            receive_delay: latency(&r, RECEIVE_DELAY),
+            confirmed_lsn: gauge(&r, CONFIRMED_LSN),
+            lag_seconds: registered(&r, Gauge::with_opts(LAG_SECONDS.opts())),
+            in_flight_events: gauge(&r, IN_FLIGHT_EVENTS),
+            in_flight_bytes: gauge(&r, IN_FLIGHT_BYTES),
+            reconnects: counter(&r, RECONNECTS),
+            errors: registered(&r, IntCounterVec::new(ERRORS.opts(), &["kind"])),
+            streaming: gauge(&r, STREAMING),
+            slot_lag_bytes: gauge(&r, SLOT_LAG_BYTES),
+            slot_retained_bytes: gauge(&r, SLOT_RETAINED_BYTES),
+            slot_safe_wal_bytes: gauge(&r, SLOT_SAFE_WAL_BYTES),
+            slot_checks: counter(&r, SLOT_CHECKS),
             registry: r,
             confirmed_point_us: AtomicI64::new(now),
             caught_up: AtomicBool::new(false),

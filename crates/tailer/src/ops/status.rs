@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use crate::config::{SlotThresholds, SourceConfig};
 use crate::error::TailerError;
 use crate::pg::slot_status::human_bytes;
-use crate::pg::slot_status::{read_status, ReplayWindow, SlotStatus};
+use crate::pg::slot_status::{read_status, PublicationStatus, ReplayWindow, SlotStatus, Verdict};
 
 /// Connect and read the slot's status.
 pub async fn status(
@@ -42,104 +42,108 @@ async fn read_replay_window(client: &Client, slot: &str) -> Result<ReplayWindow,
 
 /// The table `status` prints.
 pub fn render(s: &SlotStatus) -> String {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let mut lines = vec![
-        (
-            "slot",
-            format!(
-                "{} ({} {}, database {})",
-                s.slot,
-                opt(&s.plugin),
-                s.slot_type,
-                opt(&s.database)
-            ),
-        ),
-        (
-            "active",
-            match (s.active, s.active_pid) {
-                (true, Some(pid)) => format!("yes, pid {pid}"),
-                (true, None) => "yes".into(),
-                (false, _) => "no (no tailer connected)".into(),
-            },
-        ),
-        ("confirmed_flush_lsn", opt(&s.confirmed_flush_lsn)),
-        ("restart_lsn", opt(&s.restart_lsn)),
-        ("current_wal_lsn", s.current_wal_lsn.clone()),
-        (
-            "lag",
-            s.lag_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
-        ),
-        (
-            "retained WAL",
-            s.retained_bytes
-                .map(human_bytes)
-                .unwrap_or_else(|| "-".into()),
-        ),
-        ("wal_status", opt(&s.wal_status)),
-        (
-            "safe_wal_size",
-            match s.safe_wal_size {
-                Some(b) => human_bytes(b),
-                None => format!(
-                    "unlimited (max_slot_wal_keep_size = {})",
-                    s.max_slot_wal_keep_size
-                ),
-            },
-        ),
-        (
-            "publication",
-            if s.publication.exists {
-                format!(
-                    "{} (publishes {}; tables: {})",
-                    s.publication.name,
-                    s.publication.publishes.join(", "),
-                    if s.publication.tables.is_empty() {
-                        "none".into()
-                    } else {
-                        s.publication.tables.join(", ")
-                    }
-                )
-            } else {
-                format!("{} (does not exist)", s.publication.name)
-            },
-        ),
-        ("wal_level", s.wal_level.clone()),
-    ];
+    let mut lines = slot_lines(s);
+    lines.push(("publication", publication_line(&s.publication)));
+    lines.push(("wal_level", s.wal_level.clone()));
     if let Some(reason) = &s.invalidation_reason {
         lines.push(("invalidation_reason", reason.clone()));
     }
     if let Some(w) = &s.replay_window {
-        let shown = if !w.exists {
-            format!("slot {} does not exist yet (`run` creates it)", w.slot)
-        } else if w.wal_status.as_deref() == Some("lost") {
-            format!(
-                "slot {} is INVALIDATED: nothing can be replayed from it; drop it and `run` \
-                 recreates it",
-                w.slot
-            )
-        } else {
-            format!(
-                "slot {}: replay reaches back to {}, holding {} of WAL",
-                w.slot,
-                opt(&w.confirmed_flush_lsn),
-                w.retained_bytes
-                    .map(human_bytes)
-                    .unwrap_or_else(|| "-".into())
-            )
-        };
-        lines.push(("replay window", shown));
+        lines.push(("replay window", replay_window_line(w)));
     }
-    lines.push((
-        "verdict",
-        format!(
-            "{}: {}",
-            s.verdict.health.to_string().to_uppercase(),
-            s.verdict.summary
-        ),
-    ));
+    lines.push(("verdict", verdict_line(&s.verdict)));
     lines.push(("what to do", s.verdict.action.clone()));
     lines
         .iter()
         .map(|(k, v)| format!("{k:<20} {v}\n"))
         .collect()
+}
+
+/// The slot itself and where it stands in the WAL.
+fn slot_lines(s: &SlotStatus) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "slot",
+            format!(
+                "{} ({} {}, database {})",
+                s.slot,
+                or_dash(&s.plugin),
+                s.slot_type,
+                or_dash(&s.database)
+            ),
+        ),
+        ("active", active_line(s)),
+        ("confirmed_flush_lsn", or_dash(&s.confirmed_flush_lsn)),
+        ("restart_lsn", or_dash(&s.restart_lsn)),
+        ("current_wal_lsn", s.current_wal_lsn.clone()),
+        ("lag", bytes_or_dash(s.lag_bytes)),
+        ("retained WAL", bytes_or_dash(s.retained_bytes)),
+        ("wal_status", or_dash(&s.wal_status)),
+        ("safe_wal_size", safe_wal_size_line(s)),
+    ]
+}
+
+fn active_line(s: &SlotStatus) -> String {
+    match (s.active, s.active_pid) {
+        (true, Some(pid)) => format!("yes, pid {pid}"),
+        (true, None) => "yes".into(),
+        (false, _) => "no (no tailer connected)".into(),
+    }
+}
+
+fn safe_wal_size_line(s: &SlotStatus) -> String {
+    match s.safe_wal_size {
+        Some(b) => human_bytes(b),
+        None => format!(
+            "unlimited (max_slot_wal_keep_size = {})",
+            s.max_slot_wal_keep_size
+        ),
+    }
+}
+
+fn publication_line(p: &PublicationStatus) -> String {
+    if !p.exists {
+        return format!("{} (does not exist)", p.name);
+    }
+    let tables = if p.tables.is_empty() {
+        "none".into()
+    } else {
+        p.tables.join(", ")
+    };
+    format!(
+        "{} (publishes {}; tables: {tables})",
+        p.name,
+        p.publishes.join(", ")
+    )
+}
+
+fn replay_window_line(w: &ReplayWindow) -> String {
+    if !w.exists {
+        format!("slot {} does not exist yet (`run` creates it)", w.slot)
+    } else if w.wal_status.as_deref() == Some("lost") {
+        format!(
+            "slot {} is INVALIDATED: nothing can be replayed from it; drop it and `run` \
+             recreates it",
+            w.slot
+        )
+    } else {
+        format!(
+            "slot {}: replay reaches back to {}, holding {} of WAL",
+            w.slot,
+            or_dash(&w.confirmed_flush_lsn),
+            bytes_or_dash(w.retained_bytes)
+        )
+    }
+}
+
+fn verdict_line(v: &Verdict) -> String {
+    format!("{}: {}", v.health.to_string().to_uppercase(), v.summary)
+}
+
+fn or_dash(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+fn bytes_or_dash(b: Option<i64>) -> String {
+    b.map(human_bytes).unwrap_or_else(|| "-".into())
 }

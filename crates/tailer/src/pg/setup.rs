@@ -3,7 +3,7 @@
 //! Every failed check is one sentence saying what is wrong and what to do.
 
 use pgoutput::Lsn;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
 use crate::config::SourceConfig;
 use crate::error::TailerError;
@@ -172,35 +172,57 @@ async fn check_slot(
     create: bool,
 ) -> Result<SlotState, TailerError> {
     let s = &config.slot;
-    let row = client
+    let Some(row) = read_slot(client, s).await? else {
+        if create {
+            return create_missing_slot(client, config).await;
+        }
+        return Err(missing_slot(s));
+    };
+    check_slot_kind(s, &row)?;
+    check_slot_usable(s, &row)?;
+    Ok(SlotState {
+        confirmed_flush_lsn: parse_lsn(row.get(6))?,
+    })
+}
+
+/// The slot's row, `None` when it does not exist; [`check_slot_kind`], [`check_slot_usable`]
+/// and [`check_slot`] read its columns by position.
+async fn read_slot(client: &Client, s: &str) -> Result<Option<Row>, TailerError> {
+    client
         .query_opt(
             "SELECT plugin::text, slot_type, database::text, current_database()::text, \
                     wal_status, two_phase, confirmed_flush_lsn::text \
              FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[s],
+            &[&s],
         )
         .await
-        .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))?;
-    let Some(row) = row else {
-        if create {
-            let lsn = create_slot(client, config).await?;
-            tracing::warn!(slot = %s, lsn = %lsn, "created the replication slot: events committed before this point are not delivered");
-            return Ok(SlotState {
-                confirmed_flush_lsn: lsn,
-            });
-        }
-        return Err(TailerError::Database(format!(
-            "replication slot {s} does not exist: run `outbox-tailer setup`, or `outbox-tailer \
-             run --create-slot` on a first start (a new slot starts at the current WAL position)"
-        )));
-    };
+        .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))
+}
+
+async fn create_missing_slot(
+    client: &Client,
+    config: &SourceConfig,
+) -> Result<SlotState, TailerError> {
+    let lsn = create_slot(client, config).await?;
+    tracing::warn!(slot = %config.slot, lsn = %lsn, "created the replication slot: events committed before this point are not delivered");
+    Ok(SlotState {
+        confirmed_flush_lsn: lsn,
+    })
+}
+
+fn missing_slot(s: &str) -> TailerError {
+    TailerError::Database(format!(
+        "replication slot {s} does not exist: run `outbox-tailer setup`, or `outbox-tailer \
+         run --create-slot` on a first start (a new slot starts at the current WAL position)"
+    ))
+}
+
+/// A logical pgoutput slot of this database.
+fn check_slot_kind(s: &str, row: &Row) -> Result<(), TailerError> {
     let plugin: Option<String> = row.get(0);
     let slot_type: String = row.get(1);
     let database: Option<String> = row.get(2);
     let current: String = row.get(3);
-    let wal_status: Option<String> = row.get(4);
-    let two_phase: bool = row.get(5);
-    let confirmed: Option<String> = row.get(6);
     if slot_type != "logical" || plugin.as_deref() != Some("pgoutput") {
         return Err(TailerError::Config(format!(
             "slot {s} is a {slot_type} slot with plugin {}, the tailer needs a logical pgoutput slot: \
@@ -214,6 +236,13 @@ async fn check_slot(
             database.as_deref().unwrap_or("?")
         )));
     }
+    Ok(())
+}
+
+/// Not invalidated, and delivering transactions at commit rather than at PREPARE.
+fn check_slot_usable(s: &str, row: &Row) -> Result<(), TailerError> {
+    let wal_status: Option<String> = row.get(4);
+    let two_phase: bool = row.get(5);
     if wal_status.as_deref() == Some("lost") {
         return Err(TailerError::SlotInvalidated(format!(
             "slot {s} is invalidated (wal_status = lost): the WAL it needed was removed, so events \
@@ -226,9 +255,7 @@ async fn check_slot(
              create a new slot without two_phase (outbox-tailer setup --slot <new>)"
         )));
     }
-    Ok(SlotState {
-        confirmed_flush_lsn: parse_lsn(confirmed)?,
-    })
+    Ok(())
 }
 
 /// Every check `run` makes before streaming; creates the slot only when `create_slot`.

@@ -223,39 +223,9 @@ async fn replay_copy(
     copy: &str,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Outcome, TailerError> {
-    let at = slots::advance(client, copy, plan.from).await?;
-    if at < plan.from {
-        return Err(TailerError::Config(format!(
-            "cannot position a copy of slot {} at {}: the server has only flushed WAL up to {at}",
-            plan.slot, plan.from
-        )));
-    }
+    position_copy(client, copy, plan).await?;
     let (mut stop_rx, signal) = Shutdown::on(stop);
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let sink = match (opts.dry_run, opts.target) {
-        (true, _) => Target::Discard(ack_tx),
-        (false, ReplayTarget::Stdout) => Target::Stdout(ack_tx),
-        (false, ReplayTarget::Kafka) => {
-            Target::Kafka(KafkaSink::for_tailer(config, ack_tx)?.with_stop(stop_rx.clone()))
-        }
-    };
-    let sink = CountingSink {
-        inner: sink,
-        by_topic: BTreeMap::new(),
-    };
-    let window = Window {
-        max_events: config.max_in_flight_events,
-        max_bytes: config.max_in_flight_bytes,
-    };
-    let mut pipeline = Pipeline::new(
-        EventDecoder::new(config.source.table.clone(), config.route.clone())?,
-        Router::new(config.route.clone())?,
-        sink,
-        ack_rx,
-        window,
-        plan.from,
-    )
-    .with_message_prefix(config.message_prefix.clone());
+    let mut pipeline = replay_pipeline(config, opts, plan, &stop_rx)?;
     let progress = if opts.progress {
         progress_bar(plan)
     } else {
@@ -269,30 +239,7 @@ async fn replay_copy(
         opts.chunk_changes,
         progress,
     );
-    let ended = pipeline
-        .stream(&mut source, &mut stop_rx, config.shutdown_timeout)
-        .await;
-    let ended = match ended {
-        Err(TailerError::Interrupted(_)) => {
-            pipeline.abandon_open();
-            Ok(StreamEnd::Shutdown)
-        }
-        other => other,
-    };
-    let complete = match ended? {
-        StreamEnd::Exhausted => {
-            pipeline
-                .drain(Some(&mut source), None, Some(&mut stop_rx))
-                .await?
-        }
-        StreamEnd::Shutdown => {
-            let deadline = Instant::now() + config.shutdown_timeout;
-            pipeline
-                .drain(Some(&mut source), Some(deadline), None)
-                .await?;
-            false
-        }
-    };
+    let complete = stream_copy(&mut pipeline, &mut source, &mut stop_rx, config).await?;
     drop(signal);
     source.progress.finish_and_clear();
     let durable = if complete {
@@ -302,4 +249,75 @@ async fn replay_copy(
     };
     let by_topic = std::mem::take(&mut pipeline.sink_mut().by_topic);
     Ok((pipeline.stats, durable, by_topic, complete))
+}
+
+/// Advance the copy to `plan.from`, which the server must have flushed.
+async fn position_copy(client: &Client, copy: &str, plan: &ReplayPlan) -> Result<(), TailerError> {
+    let at = slots::advance(client, copy, plan.from).await?;
+    if at < plan.from {
+        return Err(TailerError::Config(format!(
+            "cannot position a copy of slot {} at {}: the server has only flushed WAL up to {at}",
+            plan.slot, plan.from
+        )));
+    }
+    Ok(())
+}
+
+/// The tailer's own pipeline, into the target `opts` names, counting records per topic.
+fn replay_pipeline(
+    config: &TailerConfig,
+    opts: &ReplayOptions,
+    plan: &ReplayPlan,
+    stop: &Shutdown,
+) -> Result<Pipeline<CountingSink>, TailerError> {
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let target = match (opts.dry_run, opts.target) {
+        (true, _) => Target::Discard(ack_tx),
+        (false, ReplayTarget::Stdout) => Target::Stdout(ack_tx),
+        (false, ReplayTarget::Kafka) => {
+            Target::Kafka(KafkaSink::for_tailer(config, ack_tx)?.with_stop(stop.clone()))
+        }
+    };
+    let sink = CountingSink {
+        inner: target,
+        by_topic: BTreeMap::new(),
+    };
+    let window = Window {
+        max_events: config.max_in_flight_events,
+        max_bytes: config.max_in_flight_bytes,
+    };
+    Ok(Pipeline::new(
+        EventDecoder::new(config.source.table.clone(), config.route.clone())?,
+        Router::new(config.route.clone())?,
+        sink,
+        ack_rx,
+        window,
+        plan.from,
+    )
+    .with_message_prefix(config.message_prefix.clone()))
+}
+
+/// Stream the copy until its range is read or `stop`, then wait for the acks; true when
+/// every event was acked.
+async fn stream_copy(
+    pipeline: &mut Pipeline<CountingSink>,
+    source: &mut ChangesSource,
+    stop: &mut Shutdown,
+    config: &TailerConfig,
+) -> Result<bool, TailerError> {
+    let ended = match pipeline.stream(source, stop, config.shutdown_timeout).await {
+        Err(TailerError::Interrupted(_)) => {
+            pipeline.abandon_open();
+            Ok(StreamEnd::Shutdown)
+        }
+        other => other,
+    };
+    match ended? {
+        StreamEnd::Exhausted => pipeline.drain(Some(source), None, Some(stop)).await,
+        StreamEnd::Shutdown => {
+            let deadline = Instant::now() + config.shutdown_timeout;
+            pipeline.drain(Some(source), Some(deadline), None).await?;
+            Ok(false)
+        }
+    }
 }

@@ -11,7 +11,7 @@
 //! ```
 
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Row};
 
 use crate::config::{SlotThresholds, SourceConfig};
 use crate::error::TailerError;
@@ -126,6 +126,17 @@ pub async fn read_status(
     config: &SourceConfig,
     thresholds: SlotThresholds,
 ) -> Result<SlotStatus, TailerError> {
+    let row = read_slot_row(client, &config.slot).await?;
+    let slot: serde_json::Value = serde_json::from_str(row.get::<_, &str>(0))
+        .map_err(|e| TailerError::Bug(format!("unreadable pg_replication_slots row: {e}")))?;
+    let publication = read_publication(client, config).await?;
+    let mut status = unjudged_status(&config.slot, &slot, &row, publication, thresholds);
+    status.verdict = judge(&status, thresholds);
+    Ok(status)
+}
+
+/// The slot's row of `pg_replication_slots` as JSON, with the server's WAL position and settings.
+async fn read_slot_row(client: &Client, slot: &str) -> Result<Row, TailerError> {
     let current =
         "CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
                    ELSE pg_catalog.pg_current_wal_lsn() END";
@@ -138,40 +149,42 @@ pub async fn read_status(
          FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = $1"
     );
     let row = client
-        .query_opt(&sql, &[&config.slot])
+        .query_opt(&sql, &[&slot])
         .await
         .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))?;
-    let Some(row) = row else {
-        return Err(TailerError::Database(format!(
-            "replication slot {} does not exist in this cluster: run `outbox-tailer setup` on a \
-             first start; if it existed before, it was dropped or this is a failed-over or \
-             restored server (see \"Failover and upgrades\" in docs/operations.md)",
-            config.slot
-        )));
-    };
-    let slot: serde_json::Value = serde_json::from_str(row.get::<_, &str>(0))
-        .map_err(|e| TailerError::Bug(format!("unreadable pg_replication_slots row: {e}")))?;
+    row.ok_or_else(|| {
+        TailerError::Database(format!(
+            "replication slot {slot} does not exist in this cluster: run `outbox-tailer setup` \
+             on a first start; if it existed before, it was dropped or this is a failed-over \
+             or restored server (see \"Failover and upgrades\" in docs/operations.md)"
+        ))
+    })
+}
+
+/// The status read from `row` (see [`read_slot_row`]) and its parsed JSON `slot`, before a
+/// verdict.
+fn unjudged_status(
+    name: &str,
+    slot: &serde_json::Value,
+    row: &Row,
+    publication: PublicationStatus,
+    thresholds: SlotThresholds,
+) -> SlotStatus {
     let text = |k: &str| slot.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    let publication = read_publication(client, config).await?;
-    let mut status = SlotStatus {
-        slot: config.slot.clone(),
+    let flag = |k: &str| slot.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+    SlotStatus {
+        slot: name.to_owned(),
         plugin: text("plugin"),
         slot_type: text("slot_type").unwrap_or_default(),
         database: text("database"),
-        active: slot
-            .get("active")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false),
+        active: flag("active"),
         active_pid: slot.get("active_pid").and_then(|v| v.as_i64()),
         confirmed_flush_lsn: text("confirmed_flush_lsn"),
         restart_lsn: text("restart_lsn"),
         wal_status: text("wal_status"),
         safe_wal_size: slot.get("safe_wal_size").and_then(|v| v.as_i64()),
         invalidation_reason: text("invalidation_reason"),
-        two_phase: slot
-            .get("two_phase")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false),
+        two_phase: flag("two_phase"),
         current_wal_lsn: row.get(1),
         lag_bytes: row.get(2),
         retained_bytes: row.get(3),
@@ -185,9 +198,7 @@ pub async fn read_status(
             action: String::new(),
         },
         replay_window: None,
-    };
-    status.verdict = judge(&status, thresholds);
-    Ok(status)
+    }
 }
 
 async fn read_publication(
@@ -243,84 +254,92 @@ async fn read_publication(
 pub fn judge(s: &SlotStatus, t: SlotThresholds) -> Verdict {
     let lost = s.wal_status.as_deref() == Some("lost") || s.invalidation_reason.is_some();
     if lost {
-        let why = s
-            .invalidation_reason
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
-        return Verdict {
-            health: Health::Invalidated,
-            summary: format!(
-                "slot {} is invalidated{why}: PostgreSQL removed WAL it still needed, so it can \
-                 never stream again and events committed after its confirmed_flush_lsn {} may \
-                 not have been published",
-                s.slot,
-                s.confirmed_flush_lsn.as_deref().unwrap_or("?")
-            ),
-            action: "stop the tailer, then follow \"Recovering from an invalidated slot\" in \
-                     docs/operations.md (new slot, re-publish the gap from the outbox table if \
-                     rows are kept)"
-                .into(),
-        };
+        return invalidated(s);
     }
-    let safe = s.safe_wal_size;
     let unreserved = s.wal_status.as_deref() == Some("unreserved");
-    if unreserved || safe.is_some_and(|b| b < t.safe_wal_warn_bytes as i64) {
-        return Verdict {
-            health: Health::AtRisk,
-            summary: format!(
-                "slot {} is at risk of invalidation: wal_status {}, {} of WAL may still be \
-                 written before PostgreSQL removes what the slot needs \
-                 (max_slot_wal_keep_size = {})",
-                s.slot,
-                s.wal_status.as_deref().unwrap_or("?"),
-                safe.map(human_bytes).unwrap_or_else(|| "?".into()),
-                s.max_slot_wal_keep_size
-            ),
-            action: format!(
-                "make the tailer catch up now: it is {}; check its logs and Kafka; if it cannot \
-                 catch up in time, raise max_slot_wal_keep_size (ALTER SYSTEM SET \
-                 max_slot_wal_keep_size = …; SELECT pg_reload_conf())",
-                if s.active {
-                    "connected"
-                } else {
-                    "NOT connected"
-                }
-            ),
-        };
+    if unreserved
+        || s.safe_wal_size
+            .is_some_and(|b| b < t.safe_wal_warn_bytes as i64)
+    {
+        return at_risk(s);
     }
     if s.lag_bytes.is_some_and(|b| b > t.lag_warn_bytes as i64) {
-        return Verdict {
-            health: Health::Lagging,
-            summary: format!(
-                "slot {} is {} behind the server's WAL position (threshold {})",
-                s.slot,
-                s.lag_bytes.map(human_bytes).unwrap_or_default(),
-                human_bytes(t.lag_warn_bytes as i64)
-            ),
-            action: if s.active {
-                "the tailer is connected but behind: check its logs, Kafka's health and the \
-                 outbox_tailer_in_flight_events metric; lag shrinks as it catches up"
-                    .into()
+        return lagging(s, t);
+    }
+    healthy(s)
+}
+
+fn invalidated(s: &SlotStatus) -> Verdict {
+    let why = s
+        .invalidation_reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    Verdict {
+        health: Health::Invalidated,
+        summary: format!(
+            "slot {} is invalidated{why}: PostgreSQL removed WAL it still needed, so it can \
+             never stream again and events committed after its confirmed_flush_lsn {} may \
+             not have been published",
+            s.slot,
+            s.confirmed_flush_lsn.as_deref().unwrap_or("?")
+        ),
+        action: "stop the tailer, then follow \"Recovering from an invalidated slot\" in \
+                 docs/operations.md (new slot, re-publish the gap from the outbox table if \
+                 rows are kept)"
+            .into(),
+    }
+}
+
+fn at_risk(s: &SlotStatus) -> Verdict {
+    Verdict {
+        health: Health::AtRisk,
+        summary: format!(
+            "slot {} is at risk of invalidation: wal_status {}, {} of WAL may still be \
+             written before PostgreSQL removes what the slot needs \
+             (max_slot_wal_keep_size = {})",
+            s.slot,
+            s.wal_status.as_deref().unwrap_or("?"),
+            s.safe_wal_size
+                .map(human_bytes)
+                .unwrap_or_else(|| "?".into()),
+            s.max_slot_wal_keep_size
+        ),
+        action: format!(
+            "make the tailer catch up now: it is {}; check its logs and Kafka; if it cannot \
+             catch up in time, raise max_slot_wal_keep_size (ALTER SYSTEM SET \
+             max_slot_wal_keep_size = …; SELECT pg_reload_conf())",
+            if s.active {
+                "connected"
             } else {
-                "no tailer is connected: start `outbox-tailer run` (WAL accumulates on the \
-                 server until it confirms)"
-                    .into()
-            },
-        };
+                "NOT connected"
+            }
+        ),
     }
-    let mut action = String::from("nothing to do");
-    if !s.publication.exists {
-        action = format!(
-            "publication {} does not exist: run `outbox-tailer setup`",
-            s.publication.name
-        );
-    } else if !s.publication.includes_outbox_table {
-        action = format!(
-            "publication {} does not include the outbox table: ALTER PUBLICATION … ADD TABLE",
-            s.publication.name
-        );
+}
+
+fn lagging(s: &SlotStatus, t: SlotThresholds) -> Verdict {
+    Verdict {
+        health: Health::Lagging,
+        summary: format!(
+            "slot {} is {} behind the server's WAL position (threshold {})",
+            s.slot,
+            s.lag_bytes.map(human_bytes).unwrap_or_default(),
+            human_bytes(t.lag_warn_bytes as i64)
+        ),
+        action: if s.active {
+            "the tailer is connected but behind: check its logs, Kafka's health and the \
+             outbox_tailer_in_flight_events metric; lag shrinks as it catches up"
+                .into()
+        } else {
+            "no tailer is connected: start `outbox-tailer run` (WAL accumulates on the \
+             server until it confirms)"
+                .into()
+        },
     }
+}
+
+fn healthy(s: &SlotStatus) -> Verdict {
     Verdict {
         health: Health::Healthy,
         summary: format!(
@@ -331,7 +350,24 @@ pub fn judge(s: &SlotStatus, t: SlotThresholds) -> Verdict {
                 .map(human_bytes)
                 .unwrap_or_else(|| "?".into())
         ),
-        action,
+        action: publication_action(&s.publication),
+    }
+}
+
+/// A healthy slot still streams nothing without a publication that holds the outbox table.
+fn publication_action(p: &PublicationStatus) -> String {
+    if !p.exists {
+        format!(
+            "publication {} does not exist: run `outbox-tailer setup`",
+            p.name
+        )
+    } else if !p.includes_outbox_table {
+        format!(
+            "publication {} does not include the outbox table: ALTER PUBLICATION … ADD TABLE",
+            p.name
+        )
+    } else {
+        String::from("nothing to do")
     }
 }
 
