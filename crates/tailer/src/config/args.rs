@@ -257,6 +257,15 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_TOPIC_PARTITIONS")]
     pub topic_partitions: Option<i32>,
 
+    /// Replication factor of topics created with --create-topics [default: -1, the broker's
+    /// `default.replication.factor`].
+    #[arg(
+        long,
+        env = "OUTBOX_TOPIC_REPLICATION_FACTOR",
+        allow_negative_numbers = true
+    )]
+    pub topic_replication_factor: Option<i32>,
+
     /// Seconds to wait for in-flight acks on shutdown [default: 30].
     #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout_secs: Option<u64>,

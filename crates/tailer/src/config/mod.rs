@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod file;
+pub mod kafka_safety;
 pub mod resolve;
 pub mod secret;
 pub mod settings;

@@ -8,6 +8,7 @@ use crate::config::args::{
     ThresholdArgs,
 };
 use crate::config::file::SettingsFile;
+use crate::config::kafka_safety;
 use crate::config::settings::{
     AfterPublish, PollConfig, RouteConfig, SinkConfig, SlotThresholds, SourceConfig, TailerConfig,
 };
@@ -201,11 +202,20 @@ impl RunArgs {
             })?;
             options.push((k.trim().to_owned(), v.trim().to_owned()));
         }
+        kafka_safety::check(&options)?;
+        let replication_factor = self.topic_replication_factor.unwrap_or(-1);
+        if replication_factor == 0 || replication_factor < -1 {
+            return Err(TailerError::Config(format!(
+                "topic_replication_factor {replication_factor}: use -1 (the broker's default) or \
+                 at least 1"
+            )));
+        }
         Ok(SinkConfig {
             brokers: or_default(&self.brokers, "localhost:9092"),
             options,
             create_topics: self.create_topics,
             topic_partitions: self.topic_partitions.unwrap_or(1),
+            topic_replication_factor: replication_factor,
         })
     }
 }

@@ -98,6 +98,8 @@ pub struct SinkConfig {
     pub options: Vec<(String, String)>,
     pub create_topics: bool,
     pub topic_partitions: i32,
+    /// -1: the broker's default.
+    pub topic_replication_factor: i32,
 }
 
 impl std::fmt::Debug for SinkConfig {

@@ -267,3 +267,36 @@ fn poll_settings_come_from_the_file() {
     assert!(poll.drain);
     assert_eq!(poll.after, crate::config::AfterPublish::Delete);
 }
+
+/// `--create-topics` uses the broker's default replication factor (-1) unless one is given;
+/// the mock cluster has no CreateTopics, so tansu's runs of the suite exercise the default.
+#[test]
+fn created_topics_take_the_brokers_replication_factor_by_default() {
+    let c = run_args(&[]).resolve().unwrap();
+    assert_eq!(c.sink.topic_replication_factor, -1);
+    let c = run_args(&["--topic-replication-factor", "3"])
+        .resolve()
+        .unwrap();
+    assert_eq!(c.sink.topic_replication_factor, 3);
+    let e = run_args(&["--topic-replication-factor", "0"])
+        .resolve()
+        .unwrap_err();
+    assert!(e.to_string().contains("topic_replication_factor 0"), "{e}");
+}
+
+/// User options that would void the delivery guarantee are refused from flags and the file.
+#[test]
+fn unsafe_kafka_options_are_refused_from_flags_and_file() {
+    let e = run_args(&["-X", "acks=1"]).resolve().unwrap_err();
+    assert!(e.to_string().contains("acks=1 is refused"), "{e}");
+    let path = temp_toml("unsafe", "[kafka]\n'enable.idempotence' = 'false'\n");
+    let e = run_args(&["--config", path.to_str().unwrap()])
+        .resolve()
+        .unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        e.to_string()
+            .contains("enable.idempotence=false is refused"),
+        "{e}"
+    );
+}

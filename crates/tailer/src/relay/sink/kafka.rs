@@ -52,6 +52,7 @@ pub struct KafkaSink {
     admin: Option<AdminClient<DefaultClientContext>>,
     known_topics: HashSet<String>,
     partitions: i32,
+    replication_factor: i32,
     stop: Option<Shutdown>,
 }
 
@@ -75,6 +76,9 @@ fn producer_config(
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "0")
+        // A refused record stops the producer and purges everything queued behind it; a
+        // request already on the wire is refused by the broker's sequence check.
+        .set("enable.gapless.guarantee", "true")
         .set(
             "queue.buffering.max.messages",
             (max_events + 1024).min(i32::MAX as u64).to_string(),
@@ -133,6 +137,7 @@ impl KafkaSink {
             admin,
             known_topics: HashSet::new(),
             partitions: config.topic_partitions.max(1),
+            replication_factor: config.topic_replication_factor,
             stop: None,
         })
     }
@@ -166,7 +171,11 @@ impl KafkaSink {
         if self.known_topics.contains(topic) {
             return Ok(());
         }
-        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
+        let new = NewTopic::new(
+            topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(10)))
             .request_timeout(Some(Duration::from_secs(10)));

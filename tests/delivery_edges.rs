@@ -1,0 +1,123 @@
+//! The edges of the delivery guarantee, on librdkafka's mock cluster (which can inject broker
+//! errors): what the producer is allowed to do after a refused record.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use outbox_tailer::config::SinkConfig;
+use outbox_tailer::relay::progress::AckTracker;
+use outbox_tailer::relay::route::Record;
+use outbox_tailer::relay::sink::{Ack, KafkaSink, Sink};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::ClientConfig;
+use tokio::sync::mpsc;
+
+fn sink_config(brokers: String, options: &[(&str, &str)]) -> SinkConfig {
+    SinkConfig {
+        brokers,
+        options: options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        create_topics: false,
+        topic_partitions: 1,
+        topic_replication_factor: -1,
+    }
+}
+
+fn record(topic: &str, n: u32) -> Record {
+    Record {
+        topic: topic.into(),
+        key: Some(Bytes::from_static(b"aggregate-1")),
+        payload: Some(Bytes::from(format!("{{\"n\":{n}}}"))),
+        headers: Vec::new(),
+    }
+}
+
+/// Hand `n` records of one aggregate to the sink, one transaction each; their acks in order.
+async fn send(
+    sink: &mut KafkaSink,
+    acks: &mut mpsc::UnboundedReceiver<Ack>,
+    topic: &str,
+    n: u32,
+) -> Vec<Ack> {
+    let mut tracker = AckTracker::new(pgoutput::Lsn::ZERO);
+    for i in 0..n {
+        tracker.begin();
+        let ticket = tracker.publish(16).expect("open transaction");
+        sink.send(record(topic, i), ticket)
+            .await
+            .expect("handed over");
+        tracker.commit(pgoutput::Lsn::from(u64::from(i + 1) * 100));
+    }
+    let mut got = Vec::new();
+    while got.len() < n as usize {
+        let ack = tokio::time::timeout(Duration::from_secs(30), acks.recv())
+            .await
+            .expect("every record is acked or failed")
+            .expect("ack channel open");
+        got.push(ack);
+    }
+    got.sort_by_key(|a| a.ticket.txn);
+    got
+}
+
+/// Records of `topic` partition 0 the broker holds (low and high watermark).
+fn watermarks(brokers: &str, topic: &str) -> (i64, i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "delivery-edges")
+        .create()
+        .expect("consumer");
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks")
+}
+
+/// A record the broker refuses for good (here: too large for the topic) must not be followed
+/// into its partition by later records already queued: after a restart the tailer resends
+/// from the refused one, and consumers would otherwise see N+1 before N. Everything queued
+/// behind it is purged; only a request already on the wire can land on the mock cluster, which
+/// skips the idempotent sequence check that makes Apache Kafka refuse that one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_record_reaches_a_partition_after_an_earlier_one_failed() {
+    let mock = MockCluster::<DefaultProducerContext>::new(1).expect("mock cluster");
+    let topic = "edges.gapless";
+    mock.create_topic(topic, 1, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    // One record per request, one request on the wire at a time.
+    let config = sink_config(
+        brokers.clone(),
+        &[
+            ("linger.ms", "0"),
+            ("batch.num.messages", "1"),
+            ("max.in.flight.requests.per.connection", "1"),
+        ],
+    );
+    let (tx, mut acks) = mpsc::unbounded_channel();
+    let mut sink = KafkaSink::new(&config, tx, 1000, 1 << 20, 1 << 20).expect("sink");
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let got = send(&mut sink, &mut acks, topic, 10).await;
+    assert!(
+        got[0].result.is_err(),
+        "the first record is refused: {:?}",
+        got[0]
+    );
+    let delivered = got.iter().filter(|a| a.result.is_ok()).count();
+    let (low, high) = watermarks(&brokers, topic);
+    assert_eq!(
+        high - low,
+        delivered as i64,
+        "the partition holds what was acked"
+    );
+    assert!(
+        delivered <= 1,
+        "records queued behind the refused one reached the partition: {got:?}"
+    );
+}
