@@ -111,6 +111,16 @@ impl TxnAssembler {
                 xid,
                 commit_time,
             } => {
+                // One stream sends whole transactions one after another; a Begin inside one
+                // means the stream is not what the correctness argument assumes, and going on
+                // would let the next Commit confirm past the unfinished transaction.
+                if let Some(open) = &self.open {
+                    return Err(TailerError::Bug(format!(
+                        "a Begin (commit LSN {final_lsn}) arrived while the transaction with \
+                         commit LSN {} was open: the replication stream broke protocol",
+                        open.position.commit_lsn
+                    )));
+                }
                 self.open = Some(OpenTxn {
                     position: TxnPosition {
                         commit_lsn: final_lsn,

@@ -181,3 +181,26 @@ async fn a_standalone_message_is_confirmed_at_its_lsn_without_a_commit_time() {
     assert_eq!(source.confirmed, vec![Lsn::from(500)]);
     assert_eq!(p.stats.transactions, 0, "a message is not a transaction");
 }
+
+/// A Begin while a transaction is open breaks the protocol the confirm rule relies on: the
+/// stream stops with an error instead of letting the next Commit confirm past the first.
+#[tokio::test]
+async fn a_begin_inside_an_open_transaction_is_fatal() {
+    let (mut p, _tx) = pipeline(100);
+    let mut source = ScriptedSource::default();
+    source.events.extend([
+        begin(100),
+        relation(),
+        insert(1),
+        begin(300),
+        insert(2),
+        commit(400),
+    ]);
+    p.sink_mut().auto_ack = true;
+    let mut stop = Shutdown::default();
+    let ended = p.stream(&mut source, &mut stop, Duration::from_secs(1)).await;
+    let err = ended.expect_err("a Begin inside a transaction stops the stream");
+    assert!(err.to_string().contains("arrived while the transaction"), "{err}");
+    assert_eq!(err.exit_code(), 70);
+    assert!(source.confirmed.is_empty(), "nothing confirmed: {:?}", source.confirmed);
+}
