@@ -115,9 +115,12 @@ impl<K: Sink> Pipeline<K> {
         &mut self.sink
     }
 
+    /// Read on while the window has room. Transactions waiting behind an unacked one count
+    /// against the event limit too, so one stuck ack cannot grow the queue without bound.
     fn has_room(&self) -> bool {
         self.tracker.in_flight_events() < self.window.max_events
             && self.tracker.in_flight_bytes() < self.window.max_bytes
+            && self.tracker.unconfirmed_transactions() < self.window.max_events
     }
 
     /// Stream until shutdown (after finishing the open transaction, so a clean stop leaves no
@@ -264,6 +267,12 @@ impl<K: Sink> Pipeline<K> {
         if let Some(time) = commit_time {
             let commit_us = time.unix_micros();
             self.metrics.received_transaction(commit_us);
+            // A transaction without events confirms together with the one before it, so it
+            // replaces that one's entry instead of queueing behind it.
+            let merges = !self.tracker.open_has_events() && !self.committed.is_empty();
+            if merges {
+                self.committed.pop_back();
+            }
             self.committed.push_back((end_lsn, commit_us));
         }
         self.stats.transactions += 1;

@@ -191,6 +191,16 @@ impl AckTracker {
         (self.durable > before).then_some(self.durable)
     }
 
+    /// The open transaction has handed events over.
+    pub fn open_has_events(&self) -> bool {
+        self.open && self.entries.back().is_some_and(|e| e.published > 0)
+    }
+
+    /// Committed transactions still waiting for acks (or behind one that is).
+    pub fn unconfirmed_transactions(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
     /// Highest LSN such that every transaction committed up to it is acked.
     pub fn durable(&self) -> Lsn {
         self.durable

@@ -204,3 +204,60 @@ async fn a_begin_inside_an_open_transaction_is_fatal() {
     assert_eq!(err.exit_code(), 70);
     assert!(source.confirmed.is_empty(), "nothing confirmed: {:?}", source.confirmed);
 }
+
+/// With one ack stuck, transactions without events do not queue up behind it.
+#[tokio::test]
+async fn transactions_without_events_do_not_queue_behind_a_stuck_ack() {
+    let (mut p, _tx) = pipeline(100);
+    let mut source = ScriptedSource::default();
+    source.events.extend([begin(100), relation(), insert(1), commit(200)]);
+    for n in 0..1000u64 {
+        source.events.extend([begin(300 + n * 10), commit(305 + n * 10)]);
+    }
+    settle(&mut p, &mut source).await;
+    assert!(source.events.is_empty(), "everything read");
+    assert_eq!(p.tracker.unconfirmed_transactions(), 1);
+    assert_eq!(p.committed.len(), 1, "one entry for the stuck one and all merged into it");
+    p.sink().ack(0);
+    source.events.push_back(SourceEvent::Keepalive {
+        wal_end: Lsn::from(20_000),
+    });
+    settle(&mut p, &mut source).await;
+    assert_eq!(source.confirmed.first(), Some(&Lsn::from(305 + 999 * 10)));
+    assert!(p.committed.is_empty());
+}
+
+/// With one ack stuck, transactions whose events were all acked still wait behind it; the
+/// window bounds how many, and reading stops there until the stuck one is acked.
+#[tokio::test]
+async fn a_stuck_ack_bounds_the_transactions_waiting_behind_it() {
+    let (mut p, _tx) = pipeline(10);
+    let mut source = ScriptedSource::default();
+    source.events.push_back(relation());
+    for n in 0..50u64 {
+        source
+            .events
+            .extend([begin(100 + n * 10), insert(n as u32), commit(105 + n * 10)]);
+    }
+    let mut acked = 1;
+    loop {
+        settle(&mut p, &mut source).await;
+        let published = p.sink().records.len();
+        if published == acked {
+            break;
+        }
+        // Ack everything but the first record.
+        for i in acked..published {
+            p.sink().ack(i);
+        }
+        acked = published;
+    }
+    // The tenth transaction's Begin filled the queue: its insert waits.
+    assert_eq!(p.tracker.unconfirmed_transactions(), 10, "reading stopped at the window");
+    assert_eq!(p.sink().records.len(), 9);
+    assert!(source.confirmed.is_empty());
+    p.sink().ack(0);
+    settle(&mut p, &mut source).await;
+    assert!(p.sink().records.len() > 9, "reading resumes once the stuck ack arrives");
+    assert_eq!(source.confirmed.first(), Some(&Lsn::from(105 + 8 * 10)));
+}
