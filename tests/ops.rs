@@ -31,43 +31,6 @@ async fn write_events(env: &Env, n: usize, aggregate: &str) -> anyhow::Result<Ve
     Ok(ids)
 }
 
-/// GET `path` from `addr` with a bare HTTP/1.1 request; (status code, body).
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
-/// The value of an unlabelled sample in a Prometheus text exposition.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-async fn scrape(addr: &str) -> anyhow::Result<String> {
-    let (code, body) = http_get(addr, "/metrics").await?;
-    anyhow::ensure!(code == 200, "/metrics answered {code}");
-    Ok(body)
-}
-
 fn small_wal_keep() -> PgConfig {
     PgConfig::default()
         .set("max_slot_wal_keep_size", "'1MB'")

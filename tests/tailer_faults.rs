@@ -858,3 +858,47 @@ async fn short_wal_sender_timeout_with_a_stalled_broker_does_not_disconnect() ->
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. One deadline for the whole stop
+
+/// With the broker away and the window full inside a transaction, SIGTERM has the open
+/// transaction to give up on, acks to wait for and a connection to close: one
+/// `--shutdown-timeout-secs` covers all of it, not one per stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_within_one_shutdown_timeout() -> anyhow::Result<()> {
+    let mut env = env().await?;
+    env.setup().await?;
+    let addr = format!("127.0.0.1:{}", outbox_testkit::free_port()?);
+    let mut p = env.spawn_process(&[
+        "--shutdown-timeout-secs",
+        "4",
+        "--max-in-flight-events",
+        "5",
+        "--metrics-addr",
+        &addr,
+    ])?;
+    let ids = write_events(&env, 1, 1, 1).await?;
+    consume_ids(&env, TOPIC, &ids).await?;
+    env.broker.stop();
+    write_events(&env, 1, 50, 1).await?;
+    wait_until(
+        Duration::from_secs(30),
+        "the window to fill inside the 50-event transaction",
+        || async {
+            let metrics = scrape(&addr).await?;
+            Ok(sample(&metrics, "outbox_tailer_in_flight_events") == Some(5.0))
+        },
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let status = p.terminate()?;
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", p.stderr());
+    assert!(
+        took < Duration::from_secs(7),
+        "a stop with a 4 s timeout took {took:?}:\n{}",
+        p.stderr()
+    );
+    Ok(())
+}

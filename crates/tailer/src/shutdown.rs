@@ -6,15 +6,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// A cloneable handle: every clone sees the same request.
+/// A cloneable handle: every clone sees the same request, and the moment it was made, so all
+/// the stages of a stop share one deadline.
 #[derive(Debug, Clone)]
 pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
-    rx: watch::Receiver<bool>,
+    tx: Arc<watch::Sender<Option<Instant>>>,
+    rx: watch::Receiver<Option<Instant>>,
 }
 
 /// Listens to the caller's signal; stops listening when dropped.
@@ -29,7 +31,7 @@ impl Drop for SignalListener {
 
 impl Default for Shutdown {
     fn default() -> Self {
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = watch::channel(None);
         Shutdown {
             tx: Arc::new(tx),
             rx,
@@ -49,18 +51,27 @@ impl Shutdown {
         (shutdown, SignalListener(listener))
     }
 
-    /// Ask every holder to stop.
+    /// Ask every holder to stop (the first request sets the deadline's start).
     pub fn request(&self) {
-        self.tx.send_replace(true);
+        self.tx.send_if_modified(|at| {
+            let first = at.is_none();
+            at.get_or_insert_with(Instant::now);
+            first
+        });
     }
 
     pub fn is_requested(&self) -> bool {
-        *self.rx.borrow()
+        self.rx.borrow().is_some()
+    }
+
+    /// When a stop requested so far must be over: `timeout` after the request.
+    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.rx.borrow().map(|at| at + timeout)
     }
 
     /// Completes once a stop was requested (at once if it already was).
     pub async fn requested(&mut self) {
         // The sender lives in `self`, so the channel cannot close before a request.
-        let _ = self.rx.wait_for(|stop| *stop).await;
+        let _ = self.rx.wait_for(Option::is_some).await;
     }
 }

@@ -266,7 +266,8 @@ pub struct RunArgs {
     )]
     pub topic_replication_factor: Option<i32>,
 
-    /// Seconds to wait for in-flight acks on shutdown [default: 30].
+    /// Seconds a stop may take in all (finish the open transaction, wait for in-flight acks,
+    /// send the last confirmed LSN) [default: 25, inside Kubernetes' 30 s grace period].
     #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout_secs: Option<u64>,
 

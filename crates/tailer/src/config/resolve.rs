@@ -130,7 +130,7 @@ impl RunArgs {
             )?,
             message_prefix: self.message_prefix.clone(),
             create_slot: self.create_slot,
-            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(30)),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs.unwrap_or(25)),
             // Status updates must stay well inside wal_sender_timeout (60 s by default).
             status_interval: Duration::from_millis(at_most(
                 "status_interval_ms",

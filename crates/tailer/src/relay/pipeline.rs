@@ -140,7 +140,7 @@ impl<K: Sink> Pipeline<K> {
             tokio::select! {
                 biased;
                 _ = stop.requested(), if stop_deadline.is_none() => {
-                    stop_deadline = Some(Instant::now() + shutdown_timeout);
+                    stop_deadline = stop.deadline(shutdown_timeout);
                 }
                 _ = sleep_until(stop_deadline), if stop_deadline.is_some() => {
                     tracing::warn!("shutdown timeout inside a transaction: it will be re-sent on restart");

@@ -84,7 +84,8 @@ pub async fn stream_until(
         match streamed {
             // A replication stream never ends on its own; treat it like a shutdown if it does.
             Ok(StreamEnd::Shutdown | StreamEnd::Exhausted) => {
-                finish(&mut pipeline, source, config.shutdown_timeout).await?;
+                let deadline = stop_deadline(stop, config.shutdown_timeout);
+                finish(&mut pipeline, source, deadline).await?;
                 tracing::info!(confirmed = %pipeline.durable(), published = pipeline.stats.events_published, "stopped");
                 return Ok(pipeline.stats);
             }
@@ -100,7 +101,8 @@ pub async fn stream_until(
                 // broker is down too, say) stops waiting: what is unacked is re-sent on the
                 // next start.
                 if !pipeline.drain(Some(&mut source), None, Some(stop)).await? {
-                    source.close().await;
+                    let deadline = stop_deadline(stop, config.shutdown_timeout);
+                    close_by(source, deadline).await;
                     return Ok(pipeline.stats);
                 }
                 drop(source);
@@ -112,7 +114,8 @@ pub async fn stream_until(
                 pipeline.reset_stream();
                 // The error is what the operator must see; a refused record while draining is
                 // logged by the sink and changes nothing about what to do.
-                let _ = finish(&mut pipeline, source, config.shutdown_timeout).await;
+                let deadline = stop_deadline(stop, config.shutdown_timeout);
+                let _ = finish(&mut pipeline, source, deadline).await;
                 return Err(e);
             }
         }
@@ -169,16 +172,17 @@ fn pipeline(
         .with_metrics(Arc::clone(metrics)))
 }
 
-/// The end of a stream: wait up to `timeout` for the acks of what is in flight (confirming as
-/// they come), then close the connection, which sends the last confirmed LSN.
+/// The end of a stream: wait for the acks of what is in flight (confirming as they come), then
+/// close the connection, which sends the last confirmed LSN; all of it by `deadline`.
 async fn finish<K: Sink, S: Source>(
     pipeline: &mut Pipeline<K>,
     mut source: S,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<(), TailerError> {
-    let deadline = Instant::now() + timeout;
+    // The last status update is what makes acked events count: keep time for it.
+    let reserve = CLOSE_RESERVE.min(deadline.saturating_duration_since(Instant::now()) / 5);
     let drained = pipeline
-        .drain(Some(&mut source), Some(deadline), None)
+        .drain(Some(&mut source), Some(deadline - reserve), None)
         .await;
     if matches!(drained, Ok(false)) {
         tracing::warn!(
@@ -186,8 +190,28 @@ async fn finish<K: Sink, S: Source>(
             "shutdown timeout with events in flight: they are re-sent on restart"
         );
     }
-    source.close().await;
+    close_by(source, deadline).await;
     drained.map(|_| ())
+}
+
+/// Time kept for the last status update at the end of a stop.
+const CLOSE_RESERVE: Duration = Duration::from_secs(1);
+
+/// The one deadline of a stop: `timeout` after it was requested (after now when the stream
+/// ends for another reason).
+fn stop_deadline(stop: &Shutdown, timeout: Duration) -> Instant {
+    stop.deadline(timeout)
+        .unwrap_or_else(|| Instant::now() + timeout)
+}
+
+/// Close the connection, but not past `deadline` (dropping it closes it too).
+async fn close_by<S: Source>(source: S, deadline: Instant) {
+    if tokio::time::timeout_at(deadline.into(), source.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout while closing the replication connection");
+    }
 }
 
 /// `run --start-lsn`: move the slot forward to `to` before streaming, so the skip survives a

@@ -315,7 +315,9 @@ async fn stream_copy(
     match ended? {
         StreamEnd::Exhausted => pipeline.drain(Some(source), None, Some(stop)).await,
         StreamEnd::Shutdown => {
-            let deadline = Instant::now() + config.shutdown_timeout;
+            let deadline = stop
+                .deadline(config.shutdown_timeout)
+                .unwrap_or_else(|| Instant::now() + config.shutdown_timeout);
             pipeline.drain(Some(source), Some(deadline), None).await?;
             Ok(false)
         }

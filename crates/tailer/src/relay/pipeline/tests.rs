@@ -198,11 +198,20 @@ async fn a_begin_inside_an_open_transaction_is_fatal() {
     ]);
     p.sink_mut().auto_ack = true;
     let mut stop = Shutdown::default();
-    let ended = p.stream(&mut source, &mut stop, Duration::from_secs(1)).await;
+    let ended = p
+        .stream(&mut source, &mut stop, Duration::from_secs(1))
+        .await;
     let err = ended.expect_err("a Begin inside a transaction stops the stream");
-    assert!(err.to_string().contains("arrived while the transaction"), "{err}");
+    assert!(
+        err.to_string().contains("arrived while the transaction"),
+        "{err}"
+    );
     assert_eq!(err.exit_code(), 70);
-    assert!(source.confirmed.is_empty(), "nothing confirmed: {:?}", source.confirmed);
+    assert!(
+        source.confirmed.is_empty(),
+        "nothing confirmed: {:?}",
+        source.confirmed
+    );
 }
 
 /// With one ack stuck, transactions without events do not queue up behind it.
@@ -210,14 +219,22 @@ async fn a_begin_inside_an_open_transaction_is_fatal() {
 async fn transactions_without_events_do_not_queue_behind_a_stuck_ack() {
     let (mut p, _tx) = pipeline(100);
     let mut source = ScriptedSource::default();
-    source.events.extend([begin(100), relation(), insert(1), commit(200)]);
+    source
+        .events
+        .extend([begin(100), relation(), insert(1), commit(200)]);
     for n in 0..1000u64 {
-        source.events.extend([begin(300 + n * 10), commit(305 + n * 10)]);
+        source
+            .events
+            .extend([begin(300 + n * 10), commit(305 + n * 10)]);
     }
     settle(&mut p, &mut source).await;
     assert!(source.events.is_empty(), "everything read");
     assert_eq!(p.tracker.unconfirmed_transactions(), 1);
-    assert_eq!(p.committed.len(), 1, "one entry for the stuck one and all merged into it");
+    assert_eq!(
+        p.committed.len(),
+        1,
+        "one entry for the stuck one and all merged into it"
+    );
     p.sink().ack(0);
     source.events.push_back(SourceEvent::Keepalive {
         wal_end: Lsn::from(20_000),
@@ -253,11 +270,18 @@ async fn a_stuck_ack_bounds_the_transactions_waiting_behind_it() {
         acked = published;
     }
     // The tenth transaction's Begin filled the queue: its insert waits.
-    assert_eq!(p.tracker.unconfirmed_transactions(), 10, "reading stopped at the window");
+    assert_eq!(
+        p.tracker.unconfirmed_transactions(),
+        10,
+        "reading stopped at the window"
+    );
     assert_eq!(p.sink().records.len(), 9);
     assert!(source.confirmed.is_empty());
     p.sink().ack(0);
     settle(&mut p, &mut source).await;
-    assert!(p.sink().records.len() > 9, "reading resumes once the stuck ack arrives");
+    assert!(
+        p.sink().records.len() > 9,
+        "reading resumes once the stuck ack arrives"
+    );
     assert_eq!(source.confirmed.first(), Some(&Lsn::from(105 + 8 * 10)));
 }
