@@ -315,11 +315,38 @@ async fn replay_to_stdout_prints_the_waiting_events_and_leaves_the_slot() -> any
 async fn run_with_start_lsn_skips_exactly_the_earlier_events_and_says_so() -> anyhow::Result<()> {
     let env = env().await?;
     env.setup().await?;
+    // The replay window exists before the skipped events: it holds them.
+    let setup = [
+        "setup",
+        "--postgres",
+        &env.db.conn_str(),
+        "--replay-slot",
+        REPLAY_SLOT,
+    ]
+    .map(String::from);
+    let (code, _, err) = tailer_cli(&setup).await?;
+    assert_eq!(code, Some(0), "{err}");
     let skipped = write_txns(&env, 2, 1, "old").await?;
     let start = env.current_wal_lsn().await?;
     let kept = write_txns(&env, 2, 1, "new").await?;
     let start_flag = start.to_string();
-    let mut tailer = env.spawn_process(&["--start-lsn", &start_flag])?;
+
+    // Without a replay slot that holds the range, and without --force: refused, nothing moves.
+    let slot_before = env.confirmed_lsn_of(SLOT).await?;
+    let (code, _, err) = tailer_cli(&env.run_args(&["--start-lsn", &start_flag])).await?;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("no replay slot holds them") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        env.confirmed_lsn_of(SLOT).await?,
+        slot_before,
+        "the slot did not move"
+    );
+
+    let mut tailer =
+        env.spawn_process(&["--replay-slot", REPLAY_SLOT, "--start-lsn", &start_flag])?;
     let records = consume_through(&env, kept.last().unwrap()).await?;
     assert_eq!(ids(&records), kept, "only what committed after --start-lsn");
     assert!(
@@ -334,5 +361,18 @@ async fn run_with_start_lsn_skips_exactly_the_earlier_events_and_says_so() -> an
         env.confirmed_lsn_of(SLOT).await? >= start,
         "the skip is durable"
     );
+
+    // --force skips without a replay slot.
+    let skipped = write_txns(&env, 2, 1, "old2").await?;
+    let start = env.current_wal_lsn().await?.to_string();
+    let kept2 = write_txns(&env, 1, 1, "new2").await?;
+    let mut tailer = env.spawn_process(&["--start-lsn", &start, "--force"])?;
+    let records = consume_through(&env, kept2.last().unwrap()).await?;
+    assert!(
+        !ids(&records).iter().any(|id| skipped.contains(id)),
+        "the forced skip publishes nothing of the range"
+    );
+    assert!(tailer.stderr().contains("SKIPPING EVENTS"));
+    tailer.terminate()?;
     Ok(())
 }

@@ -17,7 +17,14 @@ use crate::config::settings::AfterPublish;
 
 /// Arguments that name a position or an action for one invocation. From a file or the
 /// environment they would repeat at every start: skip events again, replay again.
-pub const COMMAND_LINE_ONLY: &[&str] = &["config", "start_lsn", "from_lsn", "to_lsn", "dry_run"];
+pub const COMMAND_LINE_ONLY: &[&str] = &[
+    "config",
+    "start_lsn",
+    "force",
+    "from_lsn",
+    "to_lsn",
+    "dry_run",
+];
 
 /// Tails PostgreSQL's WAL and publishes transactional-outbox events to Kafka.
 ///
@@ -297,8 +304,15 @@ pub struct RunArgs {
     /// Start streaming at this LSN instead of the slot's position: transactions committed
     /// before it are SKIPPED and never published (the slot is advanced to it first). For
     /// recovering from a poison event or a deliberate cut-over only; on the command line only.
+    /// Refused unless the replay slot holds the skipped range, or `--force` is given.
     #[arg(long, value_name = "LSN")]
     pub start_lsn: Option<Lsn>,
+
+    /// With `--start-lsn`: skip even when no replay slot (`--replay-slot`) still holds the
+    /// skipped range, so the skipped events can never be replayed.
+    #[arg(long, requires = "start_lsn")]
+    #[serde(default)]
+    pub force: bool,
 
     /// With `--replay-slot`: how far (in seconds of confirmed progress) the replay slot trails
     /// the live slot [default: 86400].

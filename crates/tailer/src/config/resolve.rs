@@ -151,6 +151,7 @@ impl RunArgs {
             )?),
             thresholds: self.thresholds.settings(),
             start_lsn: self.start_lsn,
+            force_skip: self.force,
             replay_retention: Duration::from_secs(self.replay_retention_secs.unwrap_or(86_400)),
             route,
         })

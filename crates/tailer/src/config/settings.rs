@@ -142,6 +142,8 @@ pub struct TailerConfig {
     pub thresholds: SlotThresholds,
     /// Skip ahead to this LSN before streaming (`run --start-lsn`).
     pub start_lsn: Option<pgoutput::Lsn>,
+    /// Skip with `start_lsn` even when nothing can replay the skipped range.
+    pub force_skip: bool,
     /// How far the replay slot trails the live slot.
     pub replay_retention: Duration,
 }

@@ -139,7 +139,17 @@ fn every_setting_has_a_flag_an_env_var_and_a_toml_key() {
     for cmd in commands {
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();
-            if matches!(id, "help" | "version") || COMMAND_LINE_ONLY.contains(&id) {
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            // The one-shot arguments come from the command line alone, never the environment
+            // (`--config` names the file, so it may).
+            if COMMAND_LINE_ONLY.contains(&id) {
+                assert!(
+                    id == "config" || arg.get_env().is_none(),
+                    "--{id} is command line only but reads {:?}",
+                    arg.get_env()
+                );
                 continue;
             }
             match arg.get_env().and_then(|e| e.to_str()) {

@@ -229,6 +229,13 @@ async fn skip_ahead(config: &TailerConfig, slot_at: Lsn, to: Lsn) -> Result<Lsn,
             "--start-lsn {to} is ahead of the server's current WAL position {current}"
         )));
     }
+    if !config.force_skip && !replay_slot_holds(config, &client, slot_at).await? {
+        return Err(TailerError::Config(format!(
+            "--start-lsn {to} would skip the events committed from {slot_at} on for good, and no \
+             replay slot holds them (see `--replay-slot`): check what is skipped with \
+             `outbox-tailer peek`, then add --force to skip anyway"
+        )));
+    }
     tracing::warn!(
         slot = %slot,
         from = %slot_at,
@@ -242,6 +249,21 @@ async fn skip_ahead(config: &TailerConfig, slot_at: Lsn, to: Lsn) -> Result<Lsn,
     let at = slots::advance(&client, slot, to).await?;
     tracing::info!(slot = %slot, at = %at, "slot advanced");
     Ok(at)
+}
+
+/// The replay slot exists, is usable, and has not confirmed past `from`: `replay` can still
+/// publish what a skip from `from` leaves out.
+async fn replay_slot_holds(
+    config: &TailerConfig,
+    client: &tokio_postgres::Client,
+    from: Lsn,
+) -> Result<bool, TailerError> {
+    let Some(replay) = &config.source.replay_slot else {
+        return Ok(false);
+    };
+    Ok(slots::slot_info(client, replay)
+        .await?
+        .is_some_and(|info| !info.lost && info.confirmed_flush_lsn <= from))
 }
 
 /// Sleep for `delay`; true when shutdown was requested meanwhile.
