@@ -308,6 +308,15 @@ async fn replay_to_stdout_prints_the_waiting_events_and_leaves_the_slot() -> any
         err.contains("ahead of the server's current WAL position"),
         "{err}"
     );
+    // A --to-lsn past the WAL would report a range as complete that was never read.
+    let from_flag = from.to_string();
+    let (code, _, err) = tailer_cli(&replay_args(
+        &env,
+        &["--from-lsn", &from_flag, "--to-lsn", "FF/0"],
+    ))
+    .await?;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--to-lsn FF/0 is ahead"), "{err}");
     Ok(())
 }
 

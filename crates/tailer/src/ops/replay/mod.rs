@@ -96,6 +96,14 @@ pub async fn plan(
     to: Option<Lsn>,
 ) -> Result<ReplayPlan, TailerError> {
     let current = slots::current_wal_lsn(client).await?;
+    if let Some(to) = to.filter(|to| *to > current) {
+        // Commits after `current` are not written yet: a replay "complete" up to `to` would
+        // claim a range it never read.
+        return Err(TailerError::Config(format!(
+            "--to-lsn {to} is ahead of the server's current WAL position {current}: replay up \
+             to {current} (leave --to-lsn out) and run again from there later"
+        )));
+    }
     let to = to.unwrap_or(current);
     if from > current {
         return Err(TailerError::Config(format!(
