@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 
+use pgoutput::Lsn;
 use serde_json::json;
 use support::*;
 
@@ -297,6 +298,62 @@ async fn logical_messages_are_routed_like_table_rows() -> anyhow::Result<()> {
     let payload: serde_json::Value =
         serde_json::from_slice(records[0].payload.as_deref().unwrap())?;
     assert_eq!(payload, json!({"n": 1}));
+    tailer.stop().await?;
+    Ok(())
+}
+
+/// Every event's position (`outbox-lsn`, `outbox-seq`) is unique and follows the order events
+/// are published in, also when a non-transactional message ends right where a transaction's
+/// commit record begins (the transaction that emitted it, here): PostgreSQL reports a message
+/// at its record's end, a transaction at its commit record's start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_are_unique_and_ordered_across_messages_and_transactions() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&["--message-prefix", "outbox"]));
+    let envelope = |id: &str| {
+        json!({
+            "id": id, "aggregatetype": "order", "aggregateid": "p-1", "type": "Evt",
+            "payload": {}
+        })
+        .to_string()
+    };
+    let mut client = env.db.connect().await?;
+    let emit_msg = "SELECT pg_logical_emit_message($1, $2, $3)";
+    for i in 0..3 {
+        let tx = client.transaction().await?;
+        emit(&tx, "order", "p-1", "ViaTable", &json!({"i": i})).await?;
+        tx.execute(
+            emit_msg,
+            &[&false, &"outbox", &envelope(&format!("standalone-{i}"))],
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    let records = env.consume("outbox.event.order", 6).await?;
+    let positions: Vec<(Lsn, u32)> = records
+        .iter()
+        .map(|r| {
+            let lsn = r
+                .header("outbox-lsn")
+                .expect("outbox-lsn")
+                .parse()
+                .expect("an LSN");
+            let seq = r
+                .header("outbox-seq")
+                .expect("outbox-seq")
+                .parse()
+                .expect("a number");
+            (lsn, seq)
+        })
+        .collect();
+    let mut sorted = positions.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted, positions,
+        "unique and in publishing order: {positions:?}"
+    );
     tailer.stop().await?;
     Ok(())
 }

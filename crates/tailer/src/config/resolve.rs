@@ -10,7 +10,8 @@ use crate::config::args::{
 use crate::config::file::SettingsFile;
 use crate::config::kafka_safety;
 use crate::config::settings::{
-    AfterPublish, PollConfig, RouteConfig, SinkConfig, SlotThresholds, SourceConfig, TailerConfig,
+    is_reserved_header, AfterPublish, PollConfig, RouteConfig, SinkConfig, SlotThresholds,
+    SourceConfig, TailerConfig,
 };
 use crate::config::topic_template::TopicTemplate;
 use crate::error::TailerError;
@@ -165,6 +166,13 @@ impl RunArgs {
             if col.is_empty() || header.is_empty() {
                 return Err(TailerError::Config(format!(
                     "header column {spec:?}: expected `column` or `column:header-name`"
+                )));
+            }
+            if is_reserved_header(header) {
+                return Err(TailerError::Config(format!(
+                    "header column {spec:?}: `{header}` would shadow the tailer's own position \
+                     headers (names starting with `outbox-` are reserved): name it \
+                     `{col}:<another-header>`"
                 )));
             }
             header_columns.push((col.to_owned(), header.to_owned()));

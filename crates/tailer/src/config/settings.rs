@@ -57,6 +57,16 @@ pub fn describe_pg(pg: &tokio_postgres::Config) -> String {
     )
 }
 
+/// Header names the tailer sets itself; user headers may not use them, so a consumer can
+/// trust a record's position.
+pub const RESERVED_HEADER_PREFIX: &str = "outbox-";
+
+/// True for a name in the tailer's own header namespace (compared case-insensitively).
+pub fn is_reserved_header(name: &str) -> bool {
+    name.get(..RESERVED_HEADER_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_HEADER_PREFIX))
+}
+
 /// How outbox rows become Kafka records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {

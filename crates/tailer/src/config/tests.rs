@@ -310,3 +310,14 @@ fn unsafe_kafka_options_are_refused_from_flags_and_file() {
         "{e}"
     );
 }
+
+#[test]
+fn a_header_column_may_not_shadow_a_position_header() {
+    let e = run_args(&["--header-column", "lsn:outbox-lsn"])
+        .resolve()
+        .unwrap_err();
+    assert!(e.to_string().contains("would shadow"), "{e}");
+    assert!(run_args(&["--header-column", "lsn:source-lsn"])
+        .resolve()
+        .is_ok());
+}

@@ -128,7 +128,7 @@ async fn read_events(
         for row in rows {
             let data = Bytes::from(row.get::<_, Vec<u8>>(0));
             let event = match assembler.step(event_from_pgoutput(data)?)? {
-                Step::Event(event) | Step::Standalone(event) => event,
+                Step::Event(event) | Step::Standalone { event, .. } => event,
                 Step::Skip | Step::Begin | Step::Commit { .. } => continue,
             };
             if events.len() == opts.limit {

@@ -49,9 +49,9 @@ pub enum Step {
     Begin,
     /// An event of the open transaction.
     Event(OutboxEvent),
-    /// A non-transactional message, a unit of its own: its `position.commit_lsn` is the end
-    /// of its WAL record, so confirming it once acked skips exactly it.
-    Standalone(OutboxEvent),
+    /// A non-transactional message, a unit of its own: `end_lsn` is the end of its WAL
+    /// record, so confirming it once acked skips exactly it.
+    Standalone { event: OutboxEvent, end_lsn: Lsn },
     /// The open transaction committed: `end_lsn` may be confirmed once all its events are
     /// acked. No commit time when no transaction was open.
     Commit {
@@ -166,16 +166,15 @@ impl TxnAssembler {
         if transactional || self.open.is_some() {
             return self.in_open(row, malformed).map(Step::Event);
         }
-        Ok(Step::Standalone(OutboxEvent {
-            row,
-            position: TxnPosition {
-                commit_lsn: lsn,
-                xid: 0,
-                commit_time: None,
+        Ok(Step::Standalone {
+            event: OutboxEvent {
+                row,
+                position: standalone_position(lsn),
+                seq: 0,
+                malformed,
             },
-            seq: 0,
-            malformed,
-        }))
+            end_lsn: lsn,
+        })
     }
 
     /// The next event of the open transaction.
@@ -197,6 +196,20 @@ impl TxnAssembler {
             seq,
             malformed,
         })
+    }
+}
+
+/// The position of a non-transactional message whose WAL record ends at `end`. PostgreSQL
+/// reports the end, which is where the next record begins, and that may be the commit record
+/// of a transaction (one that emitted the message itself, say), whose events are positioned
+/// at their commit record's start. One byte before the end is no record's start (records are
+/// 8-byte aligned), so the message's position is unique and sorts before that transaction's
+/// events, as it is delivered before them.
+fn standalone_position(end: Lsn) -> TxnPosition {
+    TxnPosition {
+        commit_lsn: Lsn::from(end.as_u64().saturating_sub(1)),
+        xid: 0,
+        commit_time: None,
     }
 }
 
@@ -263,7 +276,7 @@ mod tests {
 
     fn event(step: Step) -> OutboxEvent {
         match step {
-            Step::Event(e) | Step::Standalone(e) => e,
+            Step::Event(e) | Step::Standalone { event: e, .. } => e,
             other => panic!("expected an event, got {other:?}"),
         }
     }
@@ -297,10 +310,15 @@ mod tests {
     #[test]
     fn a_standalone_message_is_its_own_unit_without_a_commit_time() {
         let mut a = assembler();
-        let step = a.step(message(false, 300, "outbox")).unwrap();
-        assert!(matches!(step, Step::Standalone(_)), "{step:?}");
+        let step = a.step(message(false, 304, "outbox")).unwrap();
+        assert!(
+            matches!(step, Step::Standalone { end_lsn, .. } if end_lsn == Lsn::from(304)),
+            "confirmed at the record's end: {step:?}"
+        );
         let e = event(step);
-        assert_eq!(e.position.commit_lsn, Lsn::from(300));
+        // A transaction whose commit record starts where the message ends is positioned at
+        // 304: the message sorts just before it.
+        assert_eq!(e.position.commit_lsn, Lsn::from(303));
         assert_eq!(e.position.commit_time, None);
         assert_eq!(e.seq, 0);
         assert!(!a.in_transaction());

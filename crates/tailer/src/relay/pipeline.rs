@@ -222,10 +222,10 @@ impl<K: Sink> Pipeline<K> {
             Step::Skip => {}
             Step::Begin => self.open_unit(),
             Step::Event(event) => self.publish(&event).await?,
-            Step::Standalone(event) => {
+            Step::Standalone { event, end_lsn } => {
                 self.open_unit();
                 self.publish(&event).await?;
-                self.close_unit(event.position.commit_lsn, source);
+                self.close_unit(end_lsn, source);
             }
             Step::Commit {
                 end_lsn,

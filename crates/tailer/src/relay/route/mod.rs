@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use pgoutput::{Lsn, PgTimestamp, TupleValue};
 
+use crate::config::settings::{is_reserved_header, RESERVED_HEADER_PREFIX};
 use crate::config::topic_template::{Segment, TopicTemplate};
 use crate::config::RouteConfig;
 use crate::error::TailerError;
@@ -177,6 +178,14 @@ impl Router {
         };
         match serde_json::from_slice::<serde_json::Value>(&raw) {
             Ok(serde_json::Value::Object(map)) => {
+                if let Some(k) = map.keys().find(|k| is_reserved_header(k)) {
+                    return unroutable(format!(
+                        "headers column `{}` holds `{k}`, which would shadow the tailer's own \
+                         position header (names starting with `{RESERVED_HEADER_PREFIX}` are \
+                         reserved)",
+                        self.config.headers_column
+                    ));
+                }
                 for (k, v) in map {
                     let v = match v {
                         serde_json::Value::String(s) => Bytes::from(s),

@@ -19,6 +19,15 @@ fn topic_names() {
 }
 
 fn row(config: &RouteConfig, key: Option<&str>, payload: &str) -> OutboxRow {
+    row_with_headers(config, key, payload, None)
+}
+
+fn row_with_headers(
+    config: &RouteConfig,
+    key: Option<&str>,
+    payload: &str,
+    headers: Option<&str>,
+) -> OutboxRow {
     let decoder = crate::relay::decode::EventDecoder::new(
         crate::pg::names::TableName::parse("outbox").unwrap(),
         config.clone(),
@@ -32,7 +41,7 @@ fn row(config: &RouteConfig, key: Option<&str>, payload: &str) -> OutboxRow {
         key.map_or(TupleValue::Null, text),
         text("Created"),
         text(payload),
-        TupleValue::Null,
+        headers.map_or(TupleValue::Null, text),
     ])
 }
 
@@ -108,4 +117,18 @@ fn defaults_route_like_debezium() {
     assert_eq!(h(HEADER_TYPE).as_deref(), Some(&b"Created"[..]));
     assert_eq!(h(HEADER_LSN).as_deref(), Some(&b"0/100"[..]));
     assert_eq!(h(HEADER_SEQ).as_deref(), Some(&b"3"[..]));
+}
+
+#[test]
+fn a_headers_entry_may_not_shadow_a_position_header() {
+    let config = RouteConfig::default();
+    let router = Router::new(config.clone()).unwrap();
+    for name in ["outbox-lsn", "Outbox-Seq", "outbox-anything"] {
+        let headers = format!("{{\"{name}\": \"0/0\"}}");
+        let r = row_with_headers(&config, Some("k"), "{}", Some(&headers));
+        let e = router.route(&r, &position(), 0).unwrap_err();
+        assert!(e.reason.contains("would shadow"), "{name}: {}", e.reason);
+    }
+    let r = row_with_headers(&config, Some("k"), "{}", Some("{\"tenant\": \"acme\"}"));
+    assert!(router.route(&r, &position(), 0).is_ok());
 }
