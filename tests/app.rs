@@ -159,7 +159,7 @@ async fn emit_commits_and_rolls_back_with_the_callers_transaction() -> anyhow::R
 
 #[tokio::test]
 async fn writer_uses_a_configured_schema_qualified_table() -> anyhow::Result<()> {
-    let (_pg, _db, client) = migrated().await?;
+    let (_pg, _db, mut client) = migrated().await?;
     client
         .batch_execute(
             r#"CREATE SCHEMA app; CREATE TABLE app."Events" (LIKE outbox INCLUDING ALL)"#,
@@ -167,8 +167,10 @@ async fn writer_uses_a_configured_schema_qualified_table() -> anyhow::Result<()>
         .await?;
     let writer = OutboxWriter::new(OutboxTable::new("app.Events")?);
     let e = NewEvent::new("order", "o-1", "OrderShipped", json!({}));
-    writer.emit(&client, &e).await?;
-    writer.emit_many(&client, &[e.clone(), e]).await?;
+    let tx = client.transaction().await?;
+    writer.emit(&tx, &e).await?;
+    writer.emit_many(&tx, &[e.clone(), e]).await?;
+    tx.commit().await?;
     assert_eq!(count(&client, r#"app."Events""#).await?, 3);
     assert_eq!(count(&client, "outbox").await?, 0);
     Ok(())

@@ -357,3 +357,50 @@ async fn positions_are_unique_and_ordered_across_messages_and_transactions() -> 
     tailer.stop().await?;
     Ok(())
 }
+
+/// A team whose outbox columns have other names sets them once for the tailer and the
+/// writer: the writer's message envelopes use the same keys, so the tailer reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_envelopes_follow_the_configured_column_names() -> anyhow::Result<()> {
+    use outbox_app::{NewEvent, OutboxColumns, OutboxTable, OutboxWriter};
+    let env = env().await?;
+    env.setup().await?;
+    let columns = OutboxColumns {
+        id: "event_id".into(),
+        aggregate_type: "kind".into(),
+        aggregate_id: "entity".into(),
+        event_type: "event_type".into(),
+        payload: "body".into(),
+        headers: "meta".into(),
+    };
+    let tailer = spawn_in_process(env.config(&[
+        "--message-prefix",
+        "outbox",
+        "--id-column",
+        "event_id",
+        "--route-by",
+        "kind",
+        "--key-column",
+        "entity",
+        "--type-column",
+        "event_type",
+        "--payload-column",
+        "body",
+        "--headers-column",
+        "meta",
+    ]));
+    let writer = OutboxWriter::with_columns(OutboxTable::default(), columns)?;
+    let mut client = env.db.connect().await?;
+    let tx = client.transaction().await?;
+    let event = NewEvent::new("invoice", "inv-7", "InvoiceSent", json!({"total": 12}))
+        .with_headers(json!({"tenant": "acme"}));
+    let id = writer.emit_message(&tx, "outbox", &event).await?;
+    tx.commit().await?;
+    let records = env.consume("outbox.event.invoice", 1).await?;
+    assert_eq!(records[0].header("id"), Some(id.to_string().as_str()));
+    assert_eq!(records[0].key_str(), Some("inv-7"));
+    assert_eq!(records[0].header("type"), Some("InvoiceSent"));
+    assert_eq!(records[0].header("tenant"), Some("acme"));
+    tailer.stop().await?;
+    Ok(())
+}

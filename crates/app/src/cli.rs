@@ -226,7 +226,7 @@ async fn load_cmd(postgres: String, args: LoadArgs) -> Result<()> {
         events_per_tx: args.events_per_tx,
         concurrency: args.concurrency,
         via: match args.via {
-            ViaArg::Table => Via::Table(OutboxWriter::new(args.outbox.outbox_table)),
+            ViaArg::Table => Via::Table(Box::new(OutboxWriter::new(args.outbox.outbox_table))),
             ViaArg::Message => Via::Message {
                 prefix: args.message_prefix,
             },

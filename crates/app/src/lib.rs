@@ -25,6 +25,6 @@ pub mod writer;
 
 pub use error::{AppError, Result};
 pub use writer::{
-    emit, emit_many, emit_message, emit_messages, MessageEnvelope, NewEvent, OutboxTable,
-    OutboxWriter, DEFAULT_MESSAGE_PREFIX, DEFAULT_OUTBOX_TABLE,
+    emit, emit_many, emit_message, emit_messages, MessageEnvelope, NewEvent, OutboxColumns,
+    OutboxTable, OutboxWriter, DEFAULT_MESSAGE_PREFIX, DEFAULT_OUTBOX_TABLE,
 };

@@ -41,7 +41,7 @@ pub enum Amount {
 #[derive(Debug, Clone)]
 pub enum Via {
     /// Rows in an outbox table.
-    Table(OutboxWriter),
+    Table(Box<OutboxWriter>),
     /// `pg_logical_emit_message` with this prefix (no table).
     Message { prefix: String },
 }
@@ -74,7 +74,7 @@ impl LoadConfig {
             rate: None,
             events_per_tx: 1,
             concurrency: 1,
-            via: Via::Table(OutboxWriter::default()),
+            via: Via::Table(Box::default()),
             aggregate_type: "load".into(),
             aggregates: 16,
             payload_bytes: 0,

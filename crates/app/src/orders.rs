@@ -3,7 +3,7 @@
 //! does.
 
 use serde_json::json;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::{Client, Transaction};
 use tracing::info;
 use uuid::Uuid;
 
@@ -61,7 +61,7 @@ pub async fn create_order(
 
 /// Writes the order and its event in the caller's current transaction (no commit).
 pub async fn create_order_in(
-    client: &impl GenericClient,
+    client: &Transaction<'_>,
     writer: &OutboxWriter,
     order: &NewOrder,
     fail: FailPoint,

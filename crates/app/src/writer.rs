@@ -7,17 +7,19 @@
 //!   COMMIT                            ← both become visible together, or neither does
 //! ```
 //!
-//! Nothing here opens or commits a transaction: pass a [`tokio_postgres::Transaction`] (or a
-//! client already inside `BEGIN`) and the event shares its fate. Event ids are UUID v7 (time
+//! Nothing here opens or commits a transaction: every function takes the caller's
+//! [`tokio_postgres::Transaction`], so the event shares its fate (an autocommit client would
+//! commit the event apart from the business change, and does not compile). Event ids are UUID v7 (time
 //! ordered, so the primary-key index stays append-mostly) unless the caller gives one.
 //!
 //! [`emit_message`] writes no row at all: `pg_logical_emit_message(true, prefix, envelope)`
 //! puts a transactional message in the WAL that the tailer publishes like a row when it is
-//! configured with the same prefix. The envelope keys are the outbox column names.
+//! configured with the same prefix. The envelope keys are the outbox column names, as the
+//! tailer reads them: [`OutboxColumns`] names them when the table's differ from Debezium's.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::GenericClient;
+use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::error::{AppError, Result};
@@ -133,10 +135,9 @@ impl MessageEnvelope {
         })
     }
 
-    /// The JSON text written into the WAL.
+    /// The JSON text written into the WAL, with the default column names as keys.
     pub fn to_json(&self) -> String {
-        // Serialising this struct cannot fail: string keys, no non-finite floats in `Value`.
-        serde_json::to_string(self).expect("envelope serialises")
+        OutboxColumns::default().render(self)
     }
 }
 
@@ -217,64 +218,149 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
 }
 
+/// The outbox's column names, which are also the keys of a message envelope. The defaults are
+/// Debezium's; set them like the tailer's `--id-column`, `--route-by`, `--key-column`,
+/// `--type-column`, `--payload-column` and `--headers-column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxColumns {
+    pub id: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub headers: String,
+}
+
+impl Default for OutboxColumns {
+    fn default() -> OutboxColumns {
+        OutboxColumns {
+            id: "id".into(),
+            aggregate_type: "aggregatetype".into(),
+            aggregate_id: "aggregateid".into(),
+            event_type: "type".into(),
+            payload: "payload".into(),
+            headers: "headers".into(),
+        }
+    }
+}
+
+impl OutboxColumns {
+    fn names(&self) -> [&str; 6] {
+        [
+            &self.id,
+            &self.aggregate_type,
+            &self.aggregate_id,
+            &self.event_type,
+            &self.payload,
+            &self.headers,
+        ]
+    }
+
+    fn check(&self) -> Result<()> {
+        for name in self.names() {
+            if !is_identifier(name) {
+                return Err(AppError::InvalidConfig(format!(
+                    "outbox column {name:?}: use a plain identifier"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `"id", "aggregatetype", …` for an INSERT's column list.
+    fn quoted(&self) -> String {
+        self.names().map(|n| format!("\"{n}\"")).join(", ")
+    }
+
+    /// The message content the tailer reads for `event`: its fields under these names.
+    fn envelope(&self, id: Uuid, event: &NewEvent) -> Result<String> {
+        Ok(self.render(&MessageEnvelope::new(id, event)?))
+    }
+
+    /// An envelope as JSON text with these names as keys.
+    pub fn render(&self, envelope: &MessageEnvelope) -> String {
+        let mut content = serde_json::Map::new();
+        content.insert(self.id.clone(), envelope.id.to_string().into());
+        content.insert(
+            self.aggregate_type.clone(),
+            envelope.aggregatetype.clone().into(),
+        );
+        content.insert(
+            self.aggregate_id.clone(),
+            envelope.aggregateid.clone().into(),
+        );
+        content.insert(self.event_type.clone(), envelope.event_type.clone().into());
+        content.insert(self.payload.clone(), envelope.payload.clone());
+        let headers = envelope.headers.clone().unwrap_or(Value::Null);
+        content.insert(self.headers.clone(), headers);
+        Value::Object(content).to_string()
+    }
+}
+
 /// Writes events to one outbox table; [`emit`] and [`emit_many`] use the default `outbox`.
 #[derive(Debug, Clone)]
 pub struct OutboxWriter {
     table: OutboxTable,
+    columns: OutboxColumns,
     insert_one: String,
     insert_many: String,
 }
 
 impl OutboxWriter {
     pub fn new(table: OutboxTable) -> OutboxWriter {
+        OutboxWriter::with_columns(table, OutboxColumns::default())
+            .expect("the default columns are identifiers")
+    }
+
+    /// A writer for a table whose columns have other names; they must be plain identifiers.
+    pub fn with_columns(table: OutboxTable, columns: OutboxColumns) -> Result<OutboxWriter> {
+        columns.check()?;
         let t = table.quoted();
-        OutboxWriter {
-            insert_one: format!(
-                "INSERT INTO {t} (id, aggregatetype, aggregateid, type, payload, headers) \
-                 VALUES ($1, $2, $3, $4, $5, $6)"
-            ),
+        let c = columns.quoted();
+        Ok(OutboxWriter {
+            insert_one: format!("INSERT INTO {t} ({c}) VALUES ($1, $2, $3, $4, $5, $6)"),
             // unnest keeps array order, so rows reach the WAL in the order given.
             insert_many: format!(
-                "INSERT INTO {t} (id, aggregatetype, aggregateid, type, payload, headers) \
+                "INSERT INTO {t} ({c}) \
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
                  $5::jsonb[], $6::jsonb[])"
             ),
             table,
-        }
+            columns,
+        })
+    }
+
+    pub fn columns(&self) -> &OutboxColumns {
+        &self.columns
     }
 
     pub fn table(&self) -> &OutboxTable {
         &self.table
     }
 
-    /// Inserts one event in the client's current transaction; returns its id.
-    pub async fn emit(&self, client: &impl GenericClient, event: &NewEvent) -> Result<Uuid> {
+    /// Inserts one event in the caller's transaction; returns its id.
+    pub async fn emit(&self, tx: &Transaction<'_>, event: &NewEvent) -> Result<Uuid> {
         event.check_headers()?;
         let id = event.id_or_new();
-        client
-            .execute(
-                &self.insert_one,
-                &[
-                    &id,
-                    &event.aggregate_type,
-                    &event.aggregate_id,
-                    &event.event_type,
-                    &event.payload,
-                    &event.stored_headers(),
-                ],
-            )
-            .await
-            .map_err(AppError::pg("inserting an outbox event"))?;
+        tx.execute(
+            &self.insert_one,
+            &[
+                &id,
+                &event.aggregate_type,
+                &event.aggregate_id,
+                &event.event_type,
+                &event.payload,
+                &event.stored_headers(),
+            ],
+        )
+        .await
+        .map_err(AppError::pg("inserting an outbox event"))?;
         Ok(id)
     }
 
-    /// Inserts events in one statement, in order, in the client's current transaction;
-    /// returns their ids in the same order.
-    pub async fn emit_many(
-        &self,
-        client: &impl GenericClient,
-        events: &[NewEvent],
-    ) -> Result<Vec<Uuid>> {
+    /// Inserts events in one statement, in order, in the caller's transaction; returns their
+    /// ids in the same order.
+    pub async fn emit_many(&self, tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<Uuid>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -285,20 +371,19 @@ impl OutboxWriter {
         let column = |f: fn(&NewEvent) -> &String| events.iter().map(f).collect::<Vec<_>>();
         let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
         let headers: Vec<Option<&Value>> = events.iter().map(NewEvent::stored_headers).collect();
-        client
-            .execute(
-                &self.insert_many,
-                &[
-                    &ids,
-                    &column(|e| &e.aggregate_type),
-                    &column(|e| &e.aggregate_id),
-                    &column(|e| &e.event_type),
-                    &payloads,
-                    &headers,
-                ],
-            )
-            .await
-            .map_err(AppError::pg("inserting outbox events"))?;
+        tx.execute(
+            &self.insert_many,
+            &[
+                &ids,
+                &column(|e| &e.aggregate_type),
+                &column(|e| &e.aggregate_id),
+                &column(|e| &e.event_type),
+                &payloads,
+                &headers,
+            ],
+        )
+        .await
+        .map_err(AppError::pg("inserting outbox events"))?;
         Ok(ids)
     }
 }
@@ -309,61 +394,82 @@ impl Default for OutboxWriter {
     }
 }
 
-/// Inserts one event into `outbox` in the client's current transaction; returns its id.
-pub async fn emit(client: &impl GenericClient, event: &NewEvent) -> Result<Uuid> {
-    OutboxWriter::default().emit(client, event).await
+/// Inserts one event into `outbox` in the caller's transaction; returns its id.
+pub async fn emit(tx: &Transaction<'_>, event: &NewEvent) -> Result<Uuid> {
+    OutboxWriter::default().emit(tx, event).await
 }
 
-/// Inserts events into `outbox`, in order, in the client's current transaction.
-pub async fn emit_many(client: &impl GenericClient, events: &[NewEvent]) -> Result<Vec<Uuid>> {
-    OutboxWriter::default().emit_many(client, events).await
+/// Inserts events into `outbox`, in order, in the caller's transaction.
+pub async fn emit_many(tx: &Transaction<'_>, events: &[NewEvent]) -> Result<Vec<Uuid>> {
+    OutboxWriter::default().emit_many(tx, events).await
 }
 
-/// Writes the event as a transactional logical decoding message with `prefix` (no table);
-/// it is decoded only if the client's current transaction commits. Returns the event id.
-pub async fn emit_message(
-    client: &impl GenericClient,
-    prefix: &str,
-    event: &NewEvent,
-) -> Result<Uuid> {
-    let id = event.id_or_new();
-    let content = MessageEnvelope::new(id, event)?.to_json();
-    client
-        .execute(
-            "SELECT pg_logical_emit_message(true, $1::text, $2::text)",
-            &[&prefix, &content],
-        )
+/// Writes the event as a transactional logical decoding message with `prefix` (no table),
+/// its envelope keyed by the default column names; it is decoded only if the transaction
+/// commits. Returns the event id.
+pub async fn emit_message(tx: &Transaction<'_>, prefix: &str, event: &NewEvent) -> Result<Uuid> {
+    OutboxWriter::default()
+        .emit_message(tx, prefix, event)
         .await
-        .map_err(AppError::pg("emitting an outbox message"))?;
-    Ok(id)
 }
 
 /// Writes events as transactional logical decoding messages with `prefix`, in order, in one
 /// statement; returns their ids in the same order.
 pub async fn emit_messages(
-    client: &impl GenericClient,
+    tx: &Transaction<'_>,
     prefix: &str,
     events: &[NewEvent],
 ) -> Result<Vec<Uuid>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+    OutboxWriter::default()
+        .emit_messages(tx, prefix, events)
+        .await
+}
+
+impl OutboxWriter {
+    /// [`emit_message`] with this writer's column names as the envelope keys.
+    pub async fn emit_message(
+        &self,
+        tx: &Transaction<'_>,
+        prefix: &str,
+        event: &NewEvent,
+    ) -> Result<Uuid> {
+        let id = event.id_or_new();
+        let content = self.columns.envelope(id, event)?;
+        tx.execute(
+            "SELECT pg_logical_emit_message(true, $1::text, $2::text)",
+            &[&prefix, &content],
+        )
+        .await
+        .map_err(AppError::pg("emitting an outbox message"))?;
+        Ok(id)
     }
-    let ids: Vec<Uuid> = events.iter().map(NewEvent::id_or_new).collect();
-    let contents = ids
-        .iter()
-        .zip(events)
-        .map(|(id, event)| Ok(MessageEnvelope::new(*id, event)?.to_json()))
-        .collect::<Result<Vec<String>>>()?;
-    // Volatile target-list functions run after the sort, so messages follow array order.
-    client
-        .execute(
+
+    /// [`emit_messages`] with this writer's column names as the envelope keys.
+    pub async fn emit_messages(
+        &self,
+        tx: &Transaction<'_>,
+        prefix: &str,
+        events: &[NewEvent],
+    ) -> Result<Vec<Uuid>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = events.iter().map(NewEvent::id_or_new).collect();
+        let contents = ids
+            .iter()
+            .zip(events)
+            .map(|(id, event)| self.columns.envelope(*id, event))
+            .collect::<Result<Vec<String>>>()?;
+        // Volatile target-list functions run after the sort, so messages follow array order.
+        tx.execute(
             "SELECT pg_logical_emit_message(true, $1::text, m.content) \
              FROM unnest($2::text[]) WITH ORDINALITY AS m(content, n) ORDER BY m.n",
             &[&prefix, &contents],
         )
         .await
         .map_err(AppError::pg("emitting outbox messages"))?;
-    Ok(ids)
+        Ok(ids)
+    }
 }
 
 #[cfg(test)]
@@ -397,6 +503,35 @@ mod tests {
                 "headers": {"trace": "t-1"},
             })
         );
+    }
+
+    #[test]
+    fn envelope_keys_follow_the_configured_columns() {
+        let columns = OutboxColumns {
+            id: "event_id".into(),
+            aggregate_type: "kind".into(),
+            aggregate_id: "entity".into(),
+            event_type: "event_type".into(),
+            payload: "body".into(),
+            headers: "meta".into(),
+        };
+        let text = columns.envelope(Uuid::nil(), &event()).unwrap();
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        let mut keys: Vec<_> = parsed.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["body", "entity", "event_id", "event_type", "kind", "meta"]
+        );
+        assert_eq!(parsed["kind"], "order");
+        assert!(OutboxWriter::with_columns(
+            OutboxTable::default(),
+            OutboxColumns {
+                id: "id; DROP".into(),
+                ..OutboxColumns::default()
+            }
+        )
+        .is_err());
     }
 
     #[test]
