@@ -25,6 +25,7 @@ fn sink_config(brokers: String, options: &[(&str, &str)]) -> SinkConfig {
         create_topics: false,
         topic_partitions: 1,
         topic_replication_factor: -1,
+        resume_scan: 0,
     }
 }
 
@@ -34,6 +35,7 @@ fn record(topic: &str, n: u32) -> Record {
         key: Some(Bytes::from_static(b"aggregate-1")),
         payload: Some(Bytes::from(format!("{{\"n\":{n}}}"))),
         headers: Vec::new(),
+        position: None,
     }
 }
 

@@ -363,6 +363,69 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Idempotent resume: after each SIGKILL the restarted tailer reads each partition's tail,
+/// finds the newest record it published itself, and sends nothing at or below it again, so
+/// kills mid-stream leave every event in Kafka exactly once. On librdkafka's mock cluster,
+/// whose stable offsets follow every append; tansu keeps a killed producer's last batch past its
+/// last stable offset until the next write, see docs/reliability.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_mid_stream_publish_nothing_twice() -> anyhow::Result<()> {
+    let env = env().await?;
+    env.setup().await?;
+    let mock = outbox_testkit::MockKafka::start_with_topics(1, &[(TOPIC, 3)])?;
+    let args: Vec<String> = ["run", "--postgres", &env.db.conn_str(), "--brokers"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([mock.bootstrap_servers().to_owned()])
+        .collect();
+    let mut tailer = spawn_raw(&env, &args)?;
+    let writer = Writer::start(&env);
+    for _ in 0..5 {
+        let before = env.confirmed_lsn().await?;
+        let written = writer.written();
+        wait_until(
+            Duration::from_secs(60),
+            "the tailer to confirm more events",
+            || async {
+                Ok(writer.written() >= written + 30 && env.confirmed_lsn().await? > before)
+            },
+        )
+        .await?;
+        tailer.kill();
+        wait_until(
+            Duration::from_secs(30),
+            "the walsender to release the slot",
+            || async { Ok(walsender(&env).await?.is_none()) },
+        )
+        .await?;
+        tailer = spawn_raw(&env, &args)?;
+    }
+    let ids = writer.finish().await?;
+    let want: HashSet<String> = ids.iter().cloned().collect();
+    let records = consume_until(mock.bootstrap_servers(), TOPIC, CONSUME_WITHIN, move |r| {
+        let got: HashSet<&str> = r.iter().filter_map(|r| r.header("id")).collect();
+        want.iter().all(|id| got.contains(id.as_str()))
+    })
+    .await?;
+    assert_per_aggregate_order(&records);
+    let twice: Vec<String> = by_id(&records)
+        .into_iter()
+        .filter(|(_, copies)| copies.len() > 1)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} of {} events published more than once after 5 SIGKILLs: {:?}",
+        twice.len(),
+        ids.len(),
+        &twice[..twice.len().min(10)]
+    );
+    let resumed = tailer.stderr();
+    assert!(resumed.contains("read the partitions' tails"), "{resumed}");
+    drop(tailer);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Broker stopped
 

@@ -186,6 +186,7 @@ mod tests {
             key: Some(agg.as_bytes().to_vec()),
             payload: None,
             headers: vec![("id".into(), id.as_bytes().to_vec())],
+            timestamp: Some(offset),
         }
     }
 

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub slot_retained_bytes: IntGauge,
     pub slot_safe_wal_bytes: IntGauge,
     pub slot_checks: IntCounter,
+    pub resume_skipped: IntCounter,
+    pub resume_fallbacks: IntCounter,
     /// Unix µs of the newest point known to be fully confirmed: the commit time of the last
     /// confirmed transaction, or the moment an idle keepalive showed we were caught up.
     confirmed_point_us: AtomicI64,
@@ -155,6 +157,17 @@ const ERRORS: Family = Family {
     help: "Errors, by kind",
 };
 
+// Idempotent resume.
+const RESUME_SKIPPED: Family = Family {
+    name: "outbox_tailer_resume_skipped_total",
+    help: "Events acknowledged without sending: the partition's tail showed this relay had \
+           published them already",
+};
+const RESUME_FALLBACKS: Family = Family {
+    name: "outbox_tailer_resume_fallbacks_total",
+    help: "Partitions whose tail held no record of this relay: at-least-once for them",
+};
+
 // What the slot watchdog sees.
 const SLOT_LAG_BYTES: Family = Family {
     name: "outbox_tailer_slot_lag_bytes",
@@ -217,6 +230,8 @@ impl Metrics {
             slot_retained_bytes: gauge(&r, SLOT_RETAINED_BYTES),
             slot_safe_wal_bytes: gauge(&r, SLOT_SAFE_WAL_BYTES),
             slot_checks: counter(&r, SLOT_CHECKS),
+            resume_skipped: counter(&r, RESUME_SKIPPED),
+            resume_fallbacks: counter(&r, RESUME_FALLBACKS),
             registry: r,
             confirmed_point_us: AtomicI64::new(now),
             caught_up: AtomicBool::new(false),

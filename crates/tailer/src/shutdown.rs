@@ -75,3 +75,15 @@ impl Shutdown {
         let _ = self.rx.wait_for(Option::is_some).await;
     }
 }
+
+/// Sleep for `delay`; true when a stop was requested meanwhile (never, without a handle).
+pub async fn sleep_or_stop(delay: Duration, stop: Option<&mut Shutdown>) -> bool {
+    let Some(stop) = stop else {
+        tokio::time::sleep(delay).await;
+        return false;
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => stop.is_requested(),
+        _ = stop.requested() => true,
+    }
+}

@@ -19,6 +19,9 @@ pub struct KafkaRecord {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The producer's CreateTime in ms: a copy the producer retried keeps it, a copy sent
+    /// again by a restarted relay gets a new one.
+    pub timestamp: Option<i64>,
 }
 
 impl KafkaRecord {
@@ -191,6 +194,7 @@ fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> KafkaRecord {
         topic: m.topic().to_owned(),
         partition: m.partition(),
         offset: m.offset(),
+        timestamp: m.timestamp().to_millis(),
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
         headers: m
@@ -247,21 +251,7 @@ fn consume_blocking(
             );
         }
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => records.push(KafkaRecord {
-                topic: m.topic().to_owned(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
+            Some(Ok(m)) => records.push(owned(&m)),
             Some(Err(e)) => tracing::debug!(error = %e, "consumer poll"),
             None => {}
         }

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use pgoutput::Lsn;
 use serde::{Deserialize, Serialize};
 
@@ -25,45 +25,6 @@ pub const COMMAND_LINE_ONLY: &[&str] = &[
     "to_lsn",
     "dry_run",
 ];
-
-/// Tails PostgreSQL's WAL and publishes transactional-outbox events to Kafka.
-///
-/// Events are read from a logical replication slot (pgoutput), published in commit order
-/// (key = aggregate id), and the slot is advanced only after Kafka acknowledged them.
-/// First time: `outbox-tailer setup` creates the publication and the slot; then
-/// `outbox-tailer run`. On call: `outbox-tailer status` and `outbox-tailer peek`.
-#[derive(Debug, Parser)]
-#[command(name = "outbox-tailer", version, propagate_version = true)]
-pub struct CommandLine {
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "OUTBOX_LOG_FORMAT", value_enum, global = true)]
-    pub log_format: Option<LogFormat>,
-
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Stream outbox inserts from the slot to Kafka until SIGINT/SIGTERM.
-    Run(Box<RunArgs>),
-    /// Create the publication (FOR TABLE <outbox> WITH (publish = 'insert')) and then the slot,
-    /// if missing. Idempotent; prints what it did.
-    Setup(SetupArgs),
-    /// Show the slot, its lag and WAL retention, the publication, and a verdict with what to do.
-    Status(StatusArgs),
-    /// Show the events waiting in the slot, exactly as `run` would publish them, without
-    /// consuming them (reads a temporary copy of the slot; the slot itself never moves).
-    Peek(PeekArgs),
-    /// Re-publish the outbox events committed between two LSNs (a commit's LSN is in every
-    /// record's `outbox-lsn` header) without moving the live slot: reads a temporary copy of
-    /// the replay slot (`--replay-slot`) or of the live slot, whichever still holds the range.
-    Replay(ReplayArgs),
-    /// The polling relay: publish unpublished outbox rows every interval, then mark them
-    /// published (or delete them). A baseline, and a fallback where logical replication is not
-    /// available; needs the `seq` and `published_at` columns (migrations/0003).
-    Poll(Box<PollArgs>),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -272,6 +233,12 @@ pub struct RunArgs {
         allow_negative_numbers = true
     )]
     pub topic_replication_factor: Option<i32>,
+
+    /// Idempotent resume: before the first record to a topic, read up to this many records
+    /// back in each partition to find the newest one this relay published, and skip events
+    /// already there [default: 10000; 0 turns it off].
+    #[arg(long, env = "OUTBOX_RESUME_SCAN_RECORDS")]
+    pub resume_scan_records: Option<u64>,
 
     /// Seconds a stop may take in all (finish the open transaction, wait for in-flight acks,
     /// send the last confirmed LSN) [default: 25, inside Kubernetes' 30 s grace period].

@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::args::{CommandLine, LogFormat, COMMAND_LINE_ONLY};
+use crate::config::args::{LogFormat, COMMAND_LINE_ONLY};
+use crate::config::command_line::CommandLine;
 use crate::error::TailerError;
 
 /// The `[kafka]` table of librdkafka options; the flag `-X` (id `kafka`) takes `key=value`.

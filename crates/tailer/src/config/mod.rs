@@ -7,6 +7,7 @@
 //! `Debug` output, logs, or `--help`.
 
 pub mod args;
+pub mod command_line;
 pub mod file;
 pub mod kafka_safety;
 pub mod resolve;
@@ -18,9 +19,10 @@ pub mod topic_template;
 mod tests;
 
 pub use args::{
-    Command, CommandLine, DatabaseArgs, LogFormat, PeekArgs, PollArgs, ReplayArgs, ReplayTarget,
-    RunArgs, SetupArgs, StatusArgs, ThresholdArgs,
+    DatabaseArgs, LogFormat, PeekArgs, PollArgs, ReplayArgs, ReplayTarget, RunArgs, SetupArgs,
+    StatusArgs, ThresholdArgs,
 };
+pub use command_line::{Command, CommandLine};
 pub use resolve::PeekSettings;
 pub use secret::Secret;
 pub use settings::{

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use crate::config::args::{
-    Command, DatabaseArgs, PeekArgs, PollArgs, ReplayArgs, ReplayTarget, RunArgs, StatusArgs,
-    ThresholdArgs,
+    DatabaseArgs, PeekArgs, PollArgs, ReplayArgs, ReplayTarget, RunArgs, StatusArgs, ThresholdArgs,
 };
+use crate::config::command_line::Command;
 use crate::config::file::SettingsFile;
 use crate::config::kafka_safety;
 use crate::config::settings::{
@@ -225,6 +225,7 @@ impl RunArgs {
             create_topics: self.create_topics,
             topic_partitions: self.topic_partitions.unwrap_or(1),
             topic_replication_factor: replication_factor,
+            resume_scan: self.resume_scan_records.unwrap_or(10_000),
         })
     }
 }

@@ -110,6 +110,8 @@ pub struct SinkConfig {
     pub topic_partitions: i32,
     /// -1: the broker's default.
     pub topic_replication_factor: i32,
+    /// Records read back per partition for idempotent resume (0: off).
+    pub resume_scan: u64,
 }
 
 impl std::fmt::Debug for SinkConfig {

@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser};
 
-use crate::config::args::{Command, CommandLine, RunArgs, COMMAND_LINE_ONLY};
+use crate::config::args::{RunArgs, COMMAND_LINE_ONLY};
+use crate::config::command_line::{Command, CommandLine};
 use crate::config::file::{known_keys, SettingsFile};
 
 fn temp_toml(name: &str, text: &str) -> PathBuf {

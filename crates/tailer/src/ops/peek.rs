@@ -114,7 +114,9 @@ async fn read_events(
 ) -> Result<(Vec<PeekedEvent>, bool), TailerError> {
     let decoder = EventDecoder::new(config.table.clone(), opts.route.clone())?;
     let mut assembler = TxnAssembler::new(decoder, opts.message_prefix.clone());
-    let router = Router::new(opts.route.clone())?;
+    // Signed like the records `run` publishes from this slot.
+    let source = slots::source_id(client, &config.slot).await?;
+    let router = Router::new(opts.route.clone())?.with_source(&source);
     let publication = quote_ident(&config.publication);
     // Changes, not events: Begin, Relation and Commit rows count too.
     let chunk = i32::try_from(opts.limit.saturating_mul(2).saturating_add(64)).unwrap_or(i32::MAX);

@@ -21,6 +21,8 @@ pub struct SetupReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotState {
     pub confirmed_flush_lsn: Lsn,
+    /// What this relay's records carry in `outbox-source`.
+    pub source_id: String,
 }
 
 async fn exists(
@@ -165,12 +167,12 @@ async fn create_slot(client: &Client, config: &SourceConfig) -> Result<Lsn, Tail
     parse_lsn(row.get(0))
 }
 
-/// Check the slot; create it when missing and `create` is set.
+/// Check the slot; create it when missing and `create` is set. Returns its confirmed position.
 async fn check_slot(
     client: &Client,
     config: &SourceConfig,
     create: bool,
-) -> Result<SlotState, TailerError> {
+) -> Result<Lsn, TailerError> {
     let s = &config.slot;
     let Some(row) = read_slot(client, s).await? else {
         if create {
@@ -180,9 +182,7 @@ async fn check_slot(
     };
     check_slot_kind(s, &row)?;
     check_slot_usable(s, &row)?;
-    Ok(SlotState {
-        confirmed_flush_lsn: parse_lsn(row.get(6))?,
-    })
+    parse_lsn(row.get(6))
 }
 
 /// The slot's row, `None` when it does not exist; [`check_slot_kind`], [`check_slot_usable`]
@@ -199,15 +199,10 @@ async fn read_slot(client: &Client, s: &str) -> Result<Option<Row>, TailerError>
         .map_err(|e| TailerError::postgres("reading pg_replication_slots", e))
 }
 
-async fn create_missing_slot(
-    client: &Client,
-    config: &SourceConfig,
-) -> Result<SlotState, TailerError> {
+async fn create_missing_slot(client: &Client, config: &SourceConfig) -> Result<Lsn, TailerError> {
     let lsn = create_slot(client, config).await?;
     tracing::warn!(slot = %config.slot, lsn = %lsn, "created the replication slot: events committed before this point are not delivered");
-    Ok(SlotState {
-        confirmed_flush_lsn: lsn,
-    })
+    Ok(lsn)
 }
 
 fn missing_slot(s: &str) -> TailerError {
@@ -265,7 +260,11 @@ pub async fn preflight(config: &SourceConfig, create_slot: bool) -> Result<SlotS
     check_role(&client).await?;
     check_table(&client, config).await?;
     check_publication(&client, config).await?;
-    check_slot(&client, config, create_slot).await
+    let confirmed_flush_lsn = check_slot(&client, config, create_slot).await?;
+    Ok(SlotState {
+        confirmed_flush_lsn,
+        source_id: crate::pg::slots::source_id(&client, &config.slot).await?,
+    })
 }
 
 /// `outbox-tailer setup`: the publication first, then the slot; idempotent.
@@ -302,12 +301,12 @@ pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
     if slot_existed {
         report.actions.push(format!(
             "slot {} exists (confirmed_flush_lsn {})",
-            config.slot, state.confirmed_flush_lsn
+            config.slot, state
         ));
     } else {
         report.actions.push(format!(
             "created slot {} (pgoutput) at {}",
-            config.slot, state.confirmed_flush_lsn
+            config.slot, state
         ));
     }
     Ok(report)

@@ -38,6 +38,19 @@ pub async fn slot_info(client: &Client, name: &str) -> Result<Option<SlotInfo>, 
     }))
 }
 
+/// The name this relay signs its records with (`outbox-source`): the cluster's system
+/// identifier, which a restore or a new cluster changes, and the slot.
+pub async fn source_id(client: &Client, slot: &str) -> Result<String, TailerError> {
+    let row = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_catalog.pg_control_system()",
+            &[],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading the system identifier", e))?;
+    Ok(format!("{}/{slot}", row.get::<_, String>(0)))
+}
+
 /// The server's current WAL write position.
 pub async fn current_wal_lsn(client: &Client) -> Result<Lsn, TailerError> {
     let row = client

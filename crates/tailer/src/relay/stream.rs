@@ -14,6 +14,7 @@ use crate::backoff::Backoff;
 use crate::config::TailerConfig;
 use crate::error::TailerError;
 use crate::metrics::Metrics;
+use crate::pg::setup::SlotState;
 use crate::pg::slots;
 use crate::relay::decode::EventDecoder;
 use crate::relay::pipeline::{Pipeline, Stats, StreamEnd, Window};
@@ -21,7 +22,7 @@ use crate::relay::route::Router;
 use crate::relay::sink::broker_check::check_broker;
 use crate::relay::sink::{KafkaSink, Sink};
 use crate::relay::source::{PgSource, Source};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{sleep_or_stop, Shutdown};
 
 /// Stream until `stop` is requested (then finish the open transaction, wait for acks, confirm,
 /// and return) or a fatal error.
@@ -31,9 +32,10 @@ pub async fn stream_until(
     metrics: &Arc<Metrics>,
 ) -> Result<Stats, TailerError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    let Some(slot_at) = preflight(config, stop, metrics, &mut backoff).await? else {
+    let Some(slot) = preflight(config, stop, metrics, &mut backoff).await? else {
         return Ok(Stats::default());
     };
+    let slot_at = slot.confirmed_flush_lsn;
     check_broker(&config.sink, Duration::from_secs(10)).await?;
     if let Some(done) = crate::pg::setup::ensure_replay_slot(&config.source).await? {
         tracing::info!("{done}");
@@ -42,7 +44,7 @@ pub async fn stream_until(
         Some(to) => skip_ahead(config, slot_at, to).await?,
         None => slot_at,
     };
-    let mut pipeline = pipeline(config, stop, metrics, start_at)?;
+    let mut pipeline = pipeline(config, stop, metrics, start_at, &slot.source_id)?;
     backoff.reset();
     let mut first = true;
     loop {
@@ -59,7 +61,7 @@ pub async fn stream_until(
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "cannot start replication, retrying");
                 metrics.error(e.kind());
-                if wait_or_stop(backoff.next_delay(), stop).await {
+                if sleep_or_stop(backoff.next_delay(), Some(&mut *stop)).await {
                     return Ok(pipeline.stats);
                 }
                 continue;
@@ -106,7 +108,7 @@ pub async fn stream_until(
                     return Ok(pipeline.stats);
                 }
                 drop(source);
-                if wait_or_stop(backoff.next_delay(), stop).await {
+                if sleep_or_stop(backoff.next_delay(), Some(&mut *stop)).await {
                     return Ok(pipeline.stats);
                 }
             }
@@ -129,14 +131,14 @@ async fn preflight(
     stop: &mut Shutdown,
     metrics: &Metrics,
     backoff: &mut Backoff,
-) -> Result<Option<Lsn>, TailerError> {
+) -> Result<Option<SlotState>, TailerError> {
     let slot = loop {
         match crate::pg::setup::preflight(&config.source, config.create_slot).await {
             Ok(slot) => break slot,
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "PostgreSQL unreachable, retrying");
                 metrics.error(e.kind());
-                if wait_or_stop(backoff.next_delay(), stop).await {
+                if sleep_or_stop(backoff.next_delay(), Some(&mut *stop)).await {
                     return Ok(None);
                 }
             }
@@ -150,7 +152,7 @@ async fn preflight(
         confirmed_flush_lsn = %slot.confirmed_flush_lsn,
         "preflight passed"
     );
-    Ok(Some(slot.confirmed_flush_lsn))
+    Ok(Some(slot))
 }
 
 fn pipeline(
@@ -158,10 +160,14 @@ fn pipeline(
     stop: &Shutdown,
     metrics: &Arc<Metrics>,
     start: Lsn,
+    source_id: &str,
 ) -> Result<Pipeline<KafkaSink>, TailerError> {
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    let sink = KafkaSink::for_tailer(config, ack_tx)?.with_stop(stop.clone());
-    let router = Router::new(config.route.clone())?;
+    let sink = KafkaSink::for_tailer(config, ack_tx)?
+        .with_stop(stop.clone())
+        .with_resume(&config.sink, source_id)
+        .with_metrics(Arc::clone(metrics));
+    let router = Router::new(config.route.clone())?.with_source(source_id);
     let decoder = EventDecoder::new(config.source.table.clone(), config.route.clone())?;
     let window = Window {
         max_events: config.max_in_flight_events,
@@ -264,12 +270,4 @@ async fn replay_slot_holds(
     Ok(slots::slot_info(client, replay)
         .await?
         .is_some_and(|info| !info.lost && info.confirmed_flush_lsn <= from))
-}
-
-/// Sleep for `delay`; true when shutdown was requested meanwhile.
-async fn wait_or_stop(delay: Duration, stop: &mut Shutdown) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => stop.is_requested(),
-        _ = stop.requested() => true,
-    }
 }

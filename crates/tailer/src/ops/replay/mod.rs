@@ -85,6 +85,8 @@ pub struct ReplayPlan {
     pub slot: String,
     pub from: Lsn,
     pub to: Lsn,
+    /// The live slot's `outbox-source`: replayed records are signed like the originals.
+    pub source: String,
 }
 
 /// Check the range and pick the slot to copy: among the live and the replay slot, the one
@@ -139,6 +141,7 @@ pub async fn plan(
             slot: slot.name.clone(),
             from,
             to,
+            source: slots::source_id(client, &config.slot).await?,
         }),
         None => Err(not_retained(config, from, &known)),
     }
@@ -282,9 +285,9 @@ fn replay_pipeline(
     let target = match (opts.dry_run, opts.target) {
         (true, _) => Target::Discard(ack_tx),
         (false, ReplayTarget::Stdout) => Target::Stdout(ack_tx),
-        (false, ReplayTarget::Kafka) => {
-            Target::Kafka(KafkaSink::for_tailer(config, ack_tx)?.with_stop(stop.clone()))
-        }
+        (false, ReplayTarget::Kafka) => Target::Kafka(Box::new(
+            KafkaSink::for_tailer(config, ack_tx)?.with_stop(stop.clone()),
+        )),
     };
     let sink = CountingSink {
         inner: target,
@@ -296,7 +299,7 @@ fn replay_pipeline(
     };
     Ok(Pipeline::new(
         EventDecoder::new(config.source.table.clone(), config.route.clone())?,
-        Router::new(config.route.clone())?,
+        Router::new(config.route.clone())?.with_source(&plan.source),
         sink,
         ack_rx,
         window,

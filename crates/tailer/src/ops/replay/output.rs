@@ -27,7 +27,7 @@ pub(super) fn progress_bar(plan: &ReplayPlan) -> ProgressBar {
 
 /// Where replayed records go.
 pub(super) enum Target {
-    Kafka(KafkaSink),
+    Kafka(Box<KafkaSink>),
     /// One JSON object per line on stdout; acked once written.
     Stdout(mpsc::UnboundedSender<Ack>),
     /// `--dry-run`: acked at once, nothing written.

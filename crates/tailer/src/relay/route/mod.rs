@@ -5,7 +5,9 @@
 //! own position headers, which make every record's origin unique and ordered:
 //! `outbox-lsn` (the transaction's commit LSN), `outbox-seq` (index in the transaction),
 //! `outbox-xid` and `outbox-commit-time-us` (µs since the Unix epoch; absent on a
-//! non-transactional logical message, which has no commit).
+//! non-transactional logical message, which has no commit); and `outbox-source`, which names
+//! the relay (the database cluster's system identifier and the slot), so the tailer can tell its
+//! own records from other producers' in a shared topic.
 
 use bytes::Bytes;
 use pgoutput::{Lsn, PgTimestamp, TupleValue};
@@ -15,31 +17,10 @@ use crate::config::topic_template::{Segment, TopicTemplate};
 use crate::config::RouteConfig;
 use crate::error::TailerError;
 use crate::relay::decode::OutboxRow;
-
-pub const HEADER_ID: &str = "id";
-pub const HEADER_TYPE: &str = "type";
-pub const HEADER_LSN: &str = "outbox-lsn";
-pub const HEADER_SEQ: &str = "outbox-seq";
-pub const HEADER_XID: &str = "outbox-xid";
-pub const HEADER_COMMIT_TIME: &str = "outbox-commit-time-us";
-pub const HEADER_ERROR: &str = "outbox-error";
-
-/// A record ready for the sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub topic: String,
-    pub key: Option<Bytes>,
-    pub payload: Option<Bytes>,
-    pub headers: Vec<(String, Bytes)>,
-}
-
-impl Record {
-    /// Bytes the broker counts against its size limit (approximately: key, value, headers).
-    pub fn size(&self) -> usize {
-        let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        self.key.as_ref().map_or(0, Bytes::len) + self.payload.as_ref().map_or(0, Bytes::len) + h
-    }
-}
+pub use crate::relay::record::{
+    EventPosition, Record, HEADER_COMMIT_TIME, HEADER_ERROR, HEADER_ID, HEADER_LSN, HEADER_SEQ,
+    HEADER_SOURCE, HEADER_TYPE, HEADER_XID,
+};
 
 /// What [`Router::route_event`] made of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,12 +51,23 @@ pub struct Unroutable {
 pub struct Router {
     config: RouteConfig,
     template: TopicTemplate,
+    source: Option<Bytes>,
 }
 
 impl Router {
     pub fn new(config: RouteConfig) -> Result<Self, TailerError> {
         let template = TopicTemplate::parse(&config.topic)?;
-        Ok(Router { config, template })
+        Ok(Router {
+            config,
+            template,
+            source: None,
+        })
+    }
+
+    /// Name the relay in every record's `outbox-source` header.
+    pub fn with_source(mut self, source: &str) -> Self {
+        self.source = Some(Bytes::from(source.to_owned()));
+        self
     }
 
     /// The event id of a row, for error messages (`<null>` when missing).
@@ -104,12 +96,13 @@ impl Router {
         let payload = payload(row)?;
         let mut headers = vec![(HEADER_ID.to_owned(), id)];
         self.user_headers(row, &mut headers)?;
-        push_position(&mut headers, txn, seq);
+        self.push_position(&mut headers, txn, seq);
         let record = Record {
             topic,
             key: Some(key),
             payload,
             headers,
+            position: position_of(txn, seq),
         };
         if record.size() > self.config.max_message_bytes {
             return unroutable(format!(
@@ -258,12 +251,13 @@ impl Router {
             headers.push((HEADER_TYPE.to_owned(), t));
         }
         headers.push((HEADER_ERROR.to_owned(), Bytes::from(reason.to_owned())));
-        push_position(&mut headers, txn, seq);
+        self.push_position(&mut headers, txn, seq);
         let mut record = Record {
             topic,
             key: bytes(row, layout.key),
             payload: bytes(row, layout.payload),
             headers,
+            position: position_of(txn, seq),
         };
         if record.size() > self.config.max_message_bytes {
             record.payload = None;
@@ -289,22 +283,34 @@ fn payload(row: &OutboxRow) -> Result<Option<Bytes>, Unroutable> {
     }
 }
 
-/// Position headers. A polled row has no WAL position (commit LSN 0/0): it gets only its
-/// index in the poll batch and its insert time.
-fn push_position(headers: &mut Vec<(String, Bytes)>, txn: &TxnPosition, seq: u32) {
-    if !txn.commit_lsn.is_zero() {
-        headers.push((
-            HEADER_LSN.to_owned(),
-            Bytes::from(txn.commit_lsn.to_string()),
-        ));
-    }
-    headers.push((HEADER_SEQ.to_owned(), Bytes::from(seq.to_string())));
-    if !txn.commit_lsn.is_zero() {
-        headers.push((HEADER_XID.to_owned(), Bytes::from(txn.xid.to_string())));
-    }
-    if let Some(time) = txn.commit_time {
-        let micros = Bytes::from(time.unix_micros().to_string());
-        headers.push((HEADER_COMMIT_TIME.to_owned(), micros));
+fn position_of(txn: &TxnPosition, seq: u32) -> Option<EventPosition> {
+    (!txn.commit_lsn.is_zero()).then_some(EventPosition {
+        lsn: txn.commit_lsn,
+        seq,
+    })
+}
+
+impl Router {
+    /// Position headers. A polled row has no WAL position (commit LSN 0/0): it gets only its
+    /// index in the poll batch and its insert time.
+    fn push_position(&self, headers: &mut Vec<(String, Bytes)>, txn: &TxnPosition, seq: u32) {
+        if !txn.commit_lsn.is_zero() {
+            headers.push((
+                HEADER_LSN.to_owned(),
+                Bytes::from(txn.commit_lsn.to_string()),
+            ));
+        }
+        headers.push((HEADER_SEQ.to_owned(), Bytes::from(seq.to_string())));
+        if !txn.commit_lsn.is_zero() {
+            headers.push((HEADER_XID.to_owned(), Bytes::from(txn.xid.to_string())));
+        }
+        if let Some(time) = txn.commit_time {
+            let micros = Bytes::from(time.unix_micros().to_string());
+            headers.push((HEADER_COMMIT_TIME.to_owned(), micros));
+        }
+        if let Some(source) = &self.source {
+            headers.push((HEADER_SOURCE.to_owned(), source.clone()));
+        }
     }
 }
 

@@ -1,12 +1,11 @@
 //! The Kafka implementation of [`Sink`](crate::relay::sink::Sink), through librdkafka's
 //! threaded producer; delivery reports become [`Ack`]s on the pipeline's channel.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
@@ -14,11 +13,14 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
 use tokio::sync::mpsc;
 
-use crate::backoff::Backoff;
 use crate::config::SinkConfig;
 use crate::error::TailerError;
+use crate::metrics::Metrics;
 use crate::relay::progress::Ticket;
 use crate::relay::route::Record;
+use crate::relay::sink::partitioner::partition_of;
+use crate::relay::sink::resume::Resume;
+use crate::relay::sink::topics::Topics;
 use crate::relay::sink::{Ack, DeliveryFailure, Sink};
 use crate::shutdown::Shutdown;
 
@@ -26,7 +28,11 @@ struct AckContext {
     acks: mpsc::UnboundedSender<Ack>,
 }
 
-impl ClientContext for AckContext {}
+impl ClientContext for AckContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::relay::sink::log_librdkafka(level, fac, message);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<Ticket>;
@@ -48,18 +54,19 @@ impl ProducerContext for AckContext {
 
 /// Publishes to Kafka through librdkafka.
 pub struct KafkaSink {
-    producer: ThreadedProducer<AckContext>,
-    admin: Option<AdminClient<DefaultClientContext>>,
-    known_topics: HashSet<String>,
-    partitions: i32,
-    replication_factor: i32,
+    producer: Arc<ThreadedProducer<AckContext>>,
+    topics: Topics,
+    /// Idempotent resume (`run` only: `replay` publishes again on purpose).
+    resume: Option<Resume>,
+    acks: mpsc::UnboundedSender<Ack>,
+    metrics: Option<Arc<Metrics>>,
     stop: Option<Shutdown>,
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
-            .field("known_topics", &self.known_topics.len())
+            .field("topics", &self.topics)
             .finish()
     }
 }
@@ -112,34 +119,48 @@ impl KafkaSink {
     ) -> Result<KafkaSink, TailerError> {
         let cc = producer_config(config, max_events, max_bytes, max_message);
         let producer = cc
-            .create_with_context(AckContext { acks })
+            .create_with_context(AckContext { acks: acks.clone() })
             .map_err(|source| TailerError::Kafka {
                 context: "creating the producer (check the -X options)",
                 source,
             })?;
         let admin = if config.create_topics {
-            let mut ac = ClientConfig::new();
-            ac.set("bootstrap.servers", &config.brokers);
-            for (k, v) in &config.options {
-                if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-                    ac.set(k, v);
-                }
-            }
-            Some(ac.create().map_err(|source| TailerError::Kafka {
-                context: "creating the admin client",
-                source,
-            })?)
+            Some(
+                client_config(config)
+                    .create()
+                    .map_err(|source| TailerError::Kafka {
+                        context: "creating the admin client",
+                        source,
+                    })?,
+            )
         } else {
             None
         };
         Ok(KafkaSink {
-            producer,
-            admin,
-            known_topics: HashSet::new(),
-            partitions: config.topic_partitions.max(1),
-            replication_factor: config.topic_replication_factor,
+            producer: Arc::new(producer),
+            topics: Topics::new(config, admin),
+            resume: None,
+            acks,
+            metrics: None,
             stop: None,
         })
+    }
+
+    /// Skip events this relay (`source`) already published, found by reading up to
+    /// `config.resume_scan` records back in each partition (0: off).
+    pub fn with_resume(mut self, config: &SinkConfig, source: &str) -> Self {
+        if config.resume_scan > 0 {
+            let consumer = client_config(config);
+            let resume = Resume::new(consumer, source, config.resume_scan);
+            self.resume = Some(resume);
+        }
+        self
+    }
+
+    /// Count skipped events and at-least-once fallbacks here.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The sink a relay (`run` or `poll`) uses: sized by its window and record limit.
@@ -161,78 +182,33 @@ impl KafkaSink {
         self.stop = Some(stop);
         self
     }
-
-    /// Create `topic` once (with `--create-topics`). A broker that is away is waited for, with
-    /// backoff, like any record; only a definite refusal stops the tailer.
-    async fn ensure_topic(&mut self, topic: &str) -> Result<(), TailerError> {
-        let Some(admin) = &self.admin else {
-            return Ok(());
-        };
-        if self.known_topics.contains(topic) {
-            return Ok(());
-        }
-        let new = NewTopic::new(
-            topic,
-            self.partitions,
-            TopicReplication::Fixed(self.replication_factor),
-        );
-        let opts = AdminOptions::new()
-            .operation_timeout(Some(Duration::from_secs(10)))
-            .request_timeout(Some(Duration::from_secs(10)));
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            let outcome = match admin.create_topics([&new], &opts).await {
-                Ok(results) => match results.into_iter().next() {
-                    None | Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
-                        Ok(())
-                    }
-                    Some(Err((_, code))) => Err(code),
-                },
-                Err(KafkaError::AdminOp(code)) => Err(code),
-                Err(source) => {
-                    return Err(TailerError::Kafka {
-                        context: "creating a topic",
-                        source,
-                    })
-                }
-            };
-            match outcome {
-                Ok(()) => break,
-                Err(code) if broker_unavailable(code) => {
-                    tracing::warn!(topic = %topic, error = %code, "broker unavailable while creating a topic, retrying");
-                    let delay = backoff.next_delay();
-                    let stopped = match self.stop.as_mut() {
-                        Some(stop) => tokio::select! {
-                            _ = tokio::time::sleep(delay) => false,
-                            _ = stop.requested() => true,
-                        },
-                        None => {
-                            tokio::time::sleep(delay).await;
-                            false
-                        }
-                    };
-                    if stopped {
-                        return Err(TailerError::Interrupted(
-                            "while waiting for the broker to create a topic".into(),
-                        ));
-                    }
-                }
-                Err(code) => {
-                    return Err(TailerError::Delivery {
-                        topic: topic.to_owned(),
-                        reason: format!("could not create the topic: {code}"),
-                    })
-                }
-            }
-        }
-        self.known_topics.insert(topic.to_owned());
-        Ok(())
-    }
 }
 
 impl Sink for KafkaSink {
     async fn send(&mut self, record: Record, ticket: Ticket) -> Result<(), TailerError> {
-        self.ensure_topic(&record.topic).await?;
+        let partitions = self
+            .topics
+            .partitions(&record.topic, &self.producer, self.stop.as_mut())
+            .await?;
+        let partition = partition_of(record.key.as_deref(), partitions);
+        if let (Some(resume), Some(position)) = (self.resume.as_mut(), record.position) {
+            let metrics = self.metrics.as_deref();
+            let topic = &record.topic;
+            let stop = self.stop.as_mut();
+            if resume
+                .already_sent(topic, partitions, partition, position, metrics, stop)
+                .await?
+            {
+                if let Some(m) = metrics {
+                    m.resume_skipped.inc();
+                }
+                let _ = self.acks.send(Ack {
+                    ticket,
+                    result: Ok(()),
+                });
+                return Ok(());
+            }
+        }
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (k, v) in &record.headers {
             headers = headers.insert(Header {
@@ -240,7 +216,9 @@ impl Sink for KafkaSink {
                 value: Some(v.as_ref()),
             });
         }
-        let mut base = BaseRecord::with_opaque_to(&record.topic, Box::new(ticket)).headers(headers);
+        let mut base = BaseRecord::with_opaque_to(&record.topic, Box::new(ticket))
+            .headers(headers)
+            .partition(partition);
         if let Some(k) = &record.key {
             base = base.key(k.as_ref());
         }
@@ -273,21 +251,14 @@ impl Sink for KafkaSink {
     }
 }
 
-/// Error codes that mean "the broker is away or busy", not "the request is wrong".
-fn broker_unavailable(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        code,
-        C::OperationTimedOut
-            | C::RequestTimedOut
-            | C::BrokerTransportFailure
-            | C::AllBrokersDown
-            | C::NotController
-            | C::LeaderNotAvailable
-            | C::NetworkException
-            | C::BrokerNotAvailable
-            | C::CoordinatorNotAvailable
-            | C::NotCoordinator
-            | C::Resolve
-    )
+/// The connection settings other clients (admin, the tail reader) share with the producer.
+fn client_config(config: &SinkConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers);
+    for (k, v) in &config.options {
+        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+            cc.set(k, v);
+        }
+    }
+    cc
 }

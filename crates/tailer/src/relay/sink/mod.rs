@@ -9,6 +9,8 @@
 
 use std::future::Future;
 
+use rdkafka::config::RDKafkaLogLevel;
+
 use crate::error::TailerError;
 use crate::relay::progress::Ticket;
 use crate::relay::route::Record;
@@ -17,6 +19,9 @@ pub mod broker_check;
 pub mod kafka;
 #[cfg(test)]
 pub mod memory;
+pub mod partitioner;
+pub mod resume;
+pub mod topics;
 
 pub use kafka::KafkaSink;
 
@@ -42,4 +47,21 @@ pub trait Sink: Send {
         record: Record,
         ticket: Ticket,
     ) -> impl Future<Output = Result<(), TailerError>> + Send;
+}
+
+/// librdkafka's log lines as tracing events at their level. The tailer sets the experimental
+/// `enable.gapless.guarantee` on purpose, so librdkafka's note that it is experimental (at
+/// every start) is kept at debug level.
+pub(crate) fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    use RDKafkaLogLevel as L;
+    let expected = fac == "CONFWARN" && message.contains("enable.gapless.guarantee");
+    match level {
+        _ if expected => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+    }
 }
