@@ -114,7 +114,8 @@ async fn nothing_is_lost_under_chaos() -> anyhow::Result<()> {
     let summary = format!(
         "chaos summary: seed {seed}; {:.0} s of faults, {:.0} s in all; {}; \
          {} committed transactions ({} events), {} rolled back on purpose ({} events), \
-         {} cut by a fault; {} records read, {} duplicates ({:.2}%); tailer exits on its own: {}",
+         {} cut by a fault; {} records read, {} duplicates ({:.2}%: {} sent again by the relay, \
+         {} retried by the producer); tailer exits on its own: {}",
         chaos_secs,
         started.elapsed().as_secs_f64(),
         controller.counts,
@@ -126,6 +127,8 @@ async fn nothing_is_lost_under_chaos() -> anyhow::Result<()> {
         verdict.records,
         verdict.duplicates,
         100.0 * verdict.duplicates as f64 / verdict.committed.max(1) as f64,
+        verdict.republished(),
+        verdict.producer_retries,
         tailer.unexpected_exits.len()
     );
     eprintln!("{summary}");
@@ -137,6 +140,19 @@ async fn nothing_is_lost_under_chaos() -> anyhow::Result<()> {
             format!(
                 "the tailer exited on its own during transient faults: {:?}",
                 tailer.unexpected_exits
+            ),
+            &tailer,
+            &controller,
+        ));
+    }
+    // Idempotent resume: tailer kills and PostgreSQL restarts make the relay send nothing twice;
+    // only the producer's own retries after a broker restart may remain (counted above).
+    if verdict.republished() > 0 {
+        return Err(fail(
+            format!(
+                "{} records were sent again by the relay (a new CreateTime): idempotent resume \
+                 should have skipped them",
+                verdict.republished()
             ),
             &tailer,
             &controller,

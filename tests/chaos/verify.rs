@@ -45,6 +45,9 @@ pub struct Verdict {
     pub committed: usize,
     pub records: usize,
     pub duplicates: usize,
+    /// Duplicates whose copies carry the same CreateTime: the producer retried one record
+    /// (a broker restart lost its sequence state), the relay sent it once.
+    pub producer_retries: usize,
     pub missing: Vec<String>,
     pub rolled_back_seen: Vec<String>,
     pub unknown: Vec<String>,
@@ -52,6 +55,12 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Duplicates the relay itself sent again (a new CreateTime): what idempotent resume must
+    /// prevent after tailer kills and PostgreSQL restarts.
+    pub fn republished(&self) -> usize {
+        self.duplicates - self.producer_retries
+    }
+
     pub fn passed(&self) -> bool {
         self.missing.is_empty()
             && self.rolled_back_seen.is_empty()
@@ -98,15 +107,20 @@ fn judge(records: &[KafkaRecord], committed: &[Committed], rolled_back: &[String
         records: records.len(),
         ..Verdict::default()
     };
-    let mut seen: HashSet<&str> = HashSet::new();
+    // First copy of each id: its CreateTime.
+    let mut seen: HashMap<&str, Option<i64>> = HashMap::new();
     // Per aggregate: the sequence numbers of first copies, in partition/offset order.
     let mut sequences: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for r in records {
         let id = r.header("id").unwrap_or("<no id header>");
-        if !seen.insert(id) {
+        if let Some(first) = seen.get(id) {
             verdict.duplicates += 1;
+            if *first == r.timestamp {
+                verdict.producer_retries += 1;
+            }
             continue;
         }
+        seen.insert(id, r.timestamp);
         match by_id.get(id) {
             Some(c) => {
                 let topic_ok =
@@ -130,7 +144,7 @@ fn judge(records: &[KafkaRecord], committed: &[Committed], rolled_back: &[String
     }
     verdict.missing = committed
         .iter()
-        .filter(|c| !seen.contains(c.id.as_str()))
+        .filter(|c| !seen.contains_key(c.id.as_str()))
         .map(|c| format!("{} ({} seq {})", c.id, c.aggregate_id, c.seq))
         .collect();
     for (agg, seqs) in sequences {
@@ -191,6 +205,25 @@ mod tests {
     }
 
     const AGG: &str = "w0-order-0";
+
+    /// A copy with the first one's CreateTime is a producer retry; a new one, a re-send.
+    #[test]
+    fn duplicates_are_told_apart_by_create_time() {
+        let committed = [Committed {
+            id: "a".into(),
+            aggregate_id: AGG.into(),
+            seq: 0,
+        }];
+        let first = record("a", AGG, 1);
+        let mut retried = record("a", AGG, 2);
+        retried.timestamp = first.timestamp;
+        let resent = record("a", AGG, 3);
+        let v = judge(&[first, retried, resent], &committed, &[]);
+        assert_eq!(
+            (v.duplicates, v.producer_retries, v.republished()),
+            (2, 1, 1)
+        );
+    }
 
     /// The verifier itself can fail: each kind of wrong stream is caught.
     #[test]
