@@ -59,6 +59,19 @@ async fn consume_through(env: &Env, last: &str) -> anyhow::Result<Vec<KafkaRecor
     .await
 }
 
+/// `outbox-tailer setup --replay-slot`: the replay window, as a copy of the live slot.
+fn setup_with_replay_slot(env: &Env) -> Vec<String> {
+    [
+        "setup",
+        "--postgres",
+        &env.db.conn_str(),
+        "--replay-slot",
+        REPLAY_SLOT,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn replay_args(env: &Env, extra: &[&str]) -> Vec<String> {
     let mut args = env.run_args(&[]);
     args[0] = "replay".into();
@@ -280,14 +293,7 @@ async fn replay_to_stdout_prints_the_waiting_events_and_leaves_the_slot() -> any
     );
 
     // `setup --replay-slot` creates the replay window ahead of `run`, as a copy of the slot.
-    let setup = [
-        "setup",
-        "--postgres",
-        &env.db.conn_str(),
-        "--replay-slot",
-        REPLAY_SLOT,
-    ]
-    .map(String::from);
+    let setup = setup_with_replay_slot(&env);
     let (code, out, err) = tailer_cli(&setup).await?;
     assert_eq!(code, Some(0), "{err}");
     assert!(
@@ -325,14 +331,7 @@ async fn run_with_start_lsn_skips_exactly_the_earlier_events_and_says_so() -> an
     let env = env().await?;
     env.setup().await?;
     // The replay window exists before the skipped events: it holds them.
-    let setup = [
-        "setup",
-        "--postgres",
-        &env.db.conn_str(),
-        "--replay-slot",
-        REPLAY_SLOT,
-    ]
-    .map(String::from);
+    let setup = setup_with_replay_slot(&env);
     let (code, _, err) = tailer_cli(&setup).await?;
     assert_eq!(code, Some(0), "{err}");
     let skipped = write_txns(&env, 2, 1, "old").await?;
