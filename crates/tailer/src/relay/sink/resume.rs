@@ -40,10 +40,11 @@ const FIRST_ROUND: i64 = 64;
 const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The highest own position known per partition: read from the tail at first use, then
-/// raised by every record handed over.
+/// raised by every record handed over. Looked up per record, so by `&str` without allocating.
 #[derive(Debug, Default)]
 pub struct ResumePoints {
-    known: HashMap<(String, i32), Option<EventPosition>>,
+    /// Per topic, per partition.
+    known: HashMap<String, Vec<Option<EventPosition>>>,
 }
 
 /// What the tail read of one topic found.
@@ -57,30 +58,42 @@ pub struct TopicTails {
 
 impl ResumePoints {
     pub fn knows(&self, topic: &str) -> bool {
-        self.known.contains_key(&(topic.to_owned(), 0))
+        self.known.contains_key(topic)
     }
 
     pub fn learn(&mut self, topic: &str, tails: TopicTails) {
-        for (partition, watermark) in tails.watermarks.into_iter().enumerate() {
-            let partition = i32::try_from(partition).unwrap_or(i32::MAX);
-            self.known.insert((topic.to_owned(), partition), watermark);
-        }
+        self.known.insert(topic.to_owned(), tails.watermarks);
     }
 
     /// True when an event at `position` is already in `partition` of `topic`.
     pub fn delivered(&self, topic: &str, partition: i32, position: EventPosition) -> bool {
-        self.known
-            .get(&(topic.to_owned(), partition))
-            .copied()
-            .flatten()
+        self.watermark(topic, partition)
             .is_some_and(|watermark| position <= watermark)
     }
 
     /// A record at `position` was handed over for `partition`: it will be in Kafka (or the
     /// tailer stops), so a re-send of it after a reconnect is skipped too.
     pub fn handed_over(&mut self, topic: &str, partition: i32, position: EventPosition) {
-        let entry = self.known.entry((topic.to_owned(), partition)).or_default();
+        let Ok(index) = usize::try_from(partition) else {
+            return;
+        };
+        let partitions = match self.known.get_mut(topic) {
+            Some(partitions) => partitions,
+            None => self.known.entry(topic.to_owned()).or_default(),
+        };
+        if partitions.len() <= index {
+            partitions.resize(index + 1, None);
+        }
+        let entry = &mut partitions[index];
         *entry = Some(entry.map_or(position, |w| w.max(position)));
+    }
+
+    fn watermark(&self, topic: &str, partition: i32) -> Option<EventPosition> {
+        let partitions = self.known.get(topic)?;
+        partitions
+            .get(usize::try_from(partition).ok()?)
+            .copied()
+            .flatten()
     }
 }
 
