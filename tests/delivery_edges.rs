@@ -26,6 +26,7 @@ fn sink_config(brokers: String, options: &[(&str, &str)]) -> SinkConfig {
         topic_partitions: 1,
         topic_replication_factor: -1,
         resume_scan: 0,
+        transactions: None,
     }
 }
 

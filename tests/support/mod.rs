@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+pub mod crash;
+
 pub const SLOT: &str = "outbox_slot";
 pub const PUBLICATION: &str = "outbox_pub";
 

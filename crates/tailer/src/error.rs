@@ -110,6 +110,15 @@ pub enum TailerError {
         source: tokio_postgres::Error,
     },
 
+    /// A Kafka transaction (`--exactly-once`) failed; `retry_here` when aborting it and
+    /// sending again from the last commit can succeed within this process.
+    #[error("{message}")]
+    Transaction {
+        message: String,
+        action: Action,
+        retry_here: bool,
+    },
+
     #[error("kafka: {context}: {source}")]
     Kafka {
         context: &'static str,
@@ -139,7 +148,9 @@ impl TailerError {
             | TailerError::NotRetained(_)
             | TailerError::Delivery { .. } => Action::Recover,
             TailerError::Unreachable(_) | TailerError::Interrupted(_) => Action::Retry,
-            TailerError::Replication { action, .. } => *action,
+            TailerError::Replication { action, .. } | TailerError::Transaction { action, .. } => {
+                *action
+            }
             TailerError::Postgres { source, .. } => {
                 sqlstate_action(source.code().map(|c| c.code()))
             }
@@ -154,6 +165,7 @@ impl TailerError {
         match self {
             // Handled where it happens: it stops, it is not retried.
             TailerError::Interrupted(_) => false,
+            TailerError::Transaction { retry_here, .. } => *retry_here,
             other => other.action() == Action::Retry,
         }
     }
@@ -177,6 +189,7 @@ impl TailerError {
             TailerError::Interrupted(_) => "interrupted",
             TailerError::Replication { .. } => "replication",
             TailerError::Postgres { .. } => "postgres",
+            TailerError::Transaction { .. } => "transaction",
             TailerError::Kafka { .. } => "kafka",
             TailerError::Decode(_) => "decode",
             TailerError::Bug(_) => "bug",

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub slot_checks: IntCounter,
     pub resume_skipped: IntCounter,
     pub resume_fallbacks: IntCounter,
+    pub kafka_commits: IntCounter,
+    pub kafka_aborts: IntCounter,
+    pub kafka_commit_seconds: Histogram,
     /// Unix µs of the newest point known to be fully confirmed: the commit time of the last
     /// confirmed transaction, or the moment an idle keepalive showed we were caught up.
     confirmed_point_us: AtomicI64,
@@ -168,6 +171,20 @@ const RESUME_FALLBACKS: Family = Family {
     help: "Partitions whose tail held no record of this relay: at-least-once for them",
 };
 
+// Kafka transactions (`--exactly-once`).
+const KAFKA_COMMITS: Family = Family {
+    name: "outbox_tailer_kafka_transactions_committed_total",
+    help: "Kafka transactions committed (--exactly-once)",
+};
+const KAFKA_ABORTS: Family = Family {
+    name: "outbox_tailer_kafka_transactions_aborted_total",
+    help: "Kafka transactions aborted and sent again from the last commit (--exactly-once)",
+};
+const KAFKA_COMMIT_SECONDS: Family = Family {
+    name: "outbox_tailer_kafka_commit_seconds",
+    help: "Time one Kafka transaction commit took (--exactly-once)",
+};
+
 // What the slot watchdog sees.
 const SLOT_LAG_BYTES: Family = Family {
     name: "outbox_tailer_slot_lag_bytes",
@@ -232,6 +249,9 @@ impl Metrics {
             slot_checks: counter(&r, SLOT_CHECKS),
             resume_skipped: counter(&r, RESUME_SKIPPED),
             resume_fallbacks: counter(&r, RESUME_FALLBACKS),
+            kafka_commits: counter(&r, KAFKA_COMMITS),
+            kafka_aborts: counter(&r, KAFKA_ABORTS),
+            kafka_commit_seconds: latency(&r, KAFKA_COMMIT_SECONDS),
             registry: r,
             confirmed_point_us: AtomicI64::new(now),
             caught_up: AtomicBool::new(false),

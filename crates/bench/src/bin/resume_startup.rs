@@ -30,6 +30,7 @@ fn config(brokers: &str, scan: u64) -> SinkConfig {
         topic_partitions: 1,
         topic_replication_factor: -1,
         resume_scan: scan,
+        transactions: None,
     }
 }
 

@@ -240,6 +240,34 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_RESUME_SCAN_RECORDS")]
     pub resume_scan_records: Option<u64>,
 
+    /// Exactly-once delivery with Kafka transactions: events are published in Kafka
+    /// transactions holding whole PostgreSQL transactions, and the slot is confirmed only
+    /// after the Kafka commit. Consumers read with `isolation.level=read_committed`. Needs a
+    /// broker with transactions (not tansu 0.6).
+    #[arg(long, env = "OUTBOX_EXACTLY_ONCE")]
+    #[serde(default)]
+    pub exactly_once: bool,
+
+    /// `transactional.id` of --exactly-once [default: `outbox-tailer.<system id>.<slot>`].
+    /// One tailer per id: a second one with the same id fences the first.
+    #[arg(long, env = "OUTBOX_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
+
+    /// --exactly-once: commit the Kafka transaction once it holds this many events
+    /// [default: 10000]. A PostgreSQL transaction is never split, so one may exceed it.
+    #[arg(long, env = "OUTBOX_TRANSACTION_MAX_EVENTS")]
+    pub transaction_max_events: Option<u64>,
+
+    /// --exactly-once: commit once the Kafka transaction holds this many bytes
+    /// [default: 16777216].
+    #[arg(long, env = "OUTBOX_TRANSACTION_MAX_BYTES")]
+    pub transaction_max_bytes: Option<u64>,
+
+    /// --exactly-once: commit at the latest this many milliseconds after the Kafka
+    /// transaction's first event [default: 100].
+    #[arg(long, env = "OUTBOX_TRANSACTION_MAX_MS")]
+    pub transaction_max_ms: Option<u64>,
+
     /// Seconds a stop may take in all (finish the open transaction, wait for in-flight acks,
     /// send the last confirmed LSN) [default: 25, inside Kubernetes' 30 s grace period].
     #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT")]

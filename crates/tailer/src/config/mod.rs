@@ -27,5 +27,5 @@ pub use resolve::PeekSettings;
 pub use secret::Secret;
 pub use settings::{
     describe_pg, AfterPublish, PollConfig, RouteConfig, SinkConfig, SlotThresholds, SourceConfig,
-    TailerConfig,
+    TailerConfig, TransactionConfig,
 };

@@ -11,7 +11,7 @@ use crate::config::file::SettingsFile;
 use crate::config::kafka_safety;
 use crate::config::settings::{
     is_reserved_header, AfterPublish, PollConfig, RouteConfig, SinkConfig, SlotThresholds,
-    SourceConfig, TailerConfig,
+    SourceConfig, TailerConfig, TransactionConfig,
 };
 use crate::config::topic_template::TopicTemplate;
 use crate::error::TailerError;
@@ -226,7 +226,67 @@ impl RunArgs {
             topic_partitions: self.topic_partitions.unwrap_or(1),
             topic_replication_factor: replication_factor,
             resume_scan: self.resume_scan_records.unwrap_or(10_000),
+            transactions: self.transactions()?,
         })
+    }
+}
+
+impl RunArgs {
+    fn transactions(&self) -> Result<Option<TransactionConfig>, TailerError> {
+        if !self.exactly_once {
+            let given = [
+                ("transactional_id", self.transactional_id.is_some()),
+                (
+                    "transaction_max_events",
+                    self.transaction_max_events.is_some(),
+                ),
+                (
+                    "transaction_max_bytes",
+                    self.transaction_max_bytes.is_some(),
+                ),
+                ("transaction_max_ms", self.transaction_max_ms.is_some()),
+            ];
+            if let Some((name, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(TailerError::Config(format!(
+                    "{name} applies to Kafka transactions only: add --exactly-once \
+                     (OUTBOX_EXACTLY_ONCE=true, exactly_once = true) or remove it"
+                )));
+            }
+            return Ok(None);
+        }
+        if let Some(id) = &self.transactional_id {
+            if id.trim().is_empty() {
+                return Err(TailerError::Config(
+                    "transactional_id is empty: give a name, or leave it out to derive one \
+                     from the slot"
+                        .into(),
+                ));
+            }
+        }
+        let positive = |name: &str, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(TailerError::Config(format!(
+                "{name} 0: a Kafka transaction must be allowed at least one"
+            ))),
+            v => Ok(v.unwrap_or(default)),
+        };
+        Ok(Some(TransactionConfig {
+            id: self.transactional_id.clone(),
+            max_events: positive(
+                "transaction_max_events",
+                self.transaction_max_events,
+                10_000,
+            )?,
+            max_bytes: positive(
+                "transaction_max_bytes",
+                self.transaction_max_bytes,
+                16 << 20,
+            )?,
+            max_wait: Duration::from_millis(positive(
+                "transaction_max_ms",
+                self.transaction_max_ms,
+                100,
+            )?),
+        }))
     }
 }
 
@@ -255,10 +315,11 @@ impl ReplayArgs {
     /// The run settings and where the events go.
     pub fn resolve(&self) -> Result<(TailerConfig, ReplayTarget), TailerError> {
         let args = SettingsFile::load(self.run.db.config.as_deref())?.under(self)?;
-        Ok((
-            args.run.settings()?,
-            args.replay_to.unwrap_or(ReplayTarget::Kafka),
-        ))
+        let mut config = args.run.settings()?;
+        // Replay publishes again on purpose, outside Kafka transactions: with the tailer's
+        // transactional.id it would fence the running tailer.
+        config.sink.transactions = None;
+        Ok((config, args.replay_to.unwrap_or(ReplayTarget::Kafka)))
     }
 }
 
@@ -266,6 +327,13 @@ impl PollArgs {
     /// The run settings and the polling cadence.
     pub fn resolve(&self) -> Result<(TailerConfig, PollConfig), TailerError> {
         let args = SettingsFile::load(self.run.db.config.as_deref())?.under(self)?;
+        if args.run.exactly_once {
+            return Err(TailerError::Config(
+                "exactly_once is a mode of `run`: `poll` publishes at least once (remove \
+                 --exactly-once / OUTBOX_EXACTLY_ONCE / exactly_once for poll)"
+                    .into(),
+            ));
+        }
         Ok((args.run.settings()?, args.poll_config()?))
     }
 

@@ -112,6 +112,18 @@ pub struct SinkConfig {
     pub topic_replication_factor: i32,
     /// Records read back per partition for idempotent resume (0: off).
     pub resume_scan: u64,
+    /// `--exactly-once`: Kafka transactions, and how large each may grow.
+    pub transactions: Option<TransactionConfig>,
+}
+
+/// Kafka transactions of `--exactly-once`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionConfig {
+    /// `None`: derived from the source (system identifier and slot) at start.
+    pub id: Option<String>,
+    pub max_events: u64,
+    pub max_bytes: u64,
+    pub max_wait: std::time::Duration,
 }
 
 impl std::fmt::Debug for SinkConfig {

@@ -62,6 +62,16 @@ pub struct Pipeline<K: Sink> {
     /// `(Commit.end_lsn, commit time in Unix µs)` of committed, not yet confirmed
     /// transactions: what the lag in seconds is measured from once they confirm.
     committed: VecDeque<(Lsn, i64)>,
+    /// Transactional sink: nothing past this LSN is committed in Kafka, so nothing past it is
+    /// confirmed. `None` for a plain sink (acks alone decide).
+    gate: Option<Lsn>,
+    /// `end_lsn` of the last transaction handed over whole.
+    last_closed: Lsn,
+    /// The last LSN passed to the source.
+    sent: Lsn,
+    /// Part of an abandoned transaction sits in the open Kafka transaction: it must be
+    /// aborted, never committed.
+    tainted: bool,
     pub stats: Stats,
 }
 
@@ -74,6 +84,7 @@ impl<K: Sink> Pipeline<K> {
         window: Window,
         start: Lsn,
     ) -> Self {
+        let gate = sink.transactional().then_some(start);
         Pipeline {
             assembler: TxnAssembler::new(decoder, None),
             router,
@@ -83,6 +94,10 @@ impl<K: Sink> Pipeline<K> {
             window,
             metrics: Arc::new(Metrics::new()),
             committed: VecDeque::new(),
+            gate,
+            last_closed: start,
+            sent: start,
+            tainted: false,
             stats: Stats::default(),
         }
     }
@@ -99,8 +114,13 @@ impl<K: Sink> Pipeline<K> {
         self
     }
 
+    /// Everything up to here is in Kafka (and committed there, for a transactional sink).
     pub fn durable(&self) -> Lsn {
-        self.tracker.durable()
+        self.gated(self.tracker.durable())
+    }
+
+    fn gated(&self, lsn: Lsn) -> Lsn {
+        self.gate.map_or(lsn, |gate| lsn.min(gate))
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -137,6 +157,11 @@ impl<K: Sink> Pipeline<K> {
                 return Ok(StreamEnd::Shutdown);
             }
             let room = self.has_room();
+            // A transactional sink commits between PostgreSQL transactions only.
+            let commit_at = match self.assembler.in_transaction() {
+                false => self.sink.commit_deadline(),
+                true => None,
+            };
             tokio::select! {
                 biased;
                 _ = stop.requested(), if stop_deadline.is_none() => {
@@ -148,6 +173,9 @@ impl<K: Sink> Pipeline<K> {
                     return Ok(StreamEnd::Shutdown);
                 }
                 Some(ack) = self.acks.recv() => self.on_ack(ack, Some(&mut *source))?,
+                _ = sleep_until(commit_at), if commit_at.is_some() => {
+                    self.commit(true, Some(&mut *source)).await?;
+                }
                 event = source.next(), if room => match event? {
                     SourceEvent::End if !self.assembler.in_transaction() => {
                         return Ok(StreamEnd::Exhausted)
@@ -182,8 +210,14 @@ impl<K: Sink> Pipeline<K> {
         Ok(())
     }
 
-    /// Pass a new durable LSN to the source and the metrics.
+    /// Pass a new durable LSN to the source and the metrics (no further than the last Kafka
+    /// commit, for a transactional sink).
     fn confirm<S: Source>(&mut self, source: Option<&mut S>, lsn: Lsn) {
+        let lsn = self.gated(lsn);
+        if lsn <= self.sent {
+            return;
+        }
+        self.sent = lsn;
         if let Some(source) = source {
             source.confirm(lsn);
         }
@@ -225,18 +259,21 @@ impl<K: Sink> Pipeline<K> {
             Step::Standalone { event, end_lsn } => {
                 self.open_unit();
                 self.publish(&event).await?;
-                self.close_unit(end_lsn, source);
+                self.close_unit(end_lsn, source).await?;
             }
             Step::Commit {
                 end_lsn,
                 commit_time,
-            } => self.on_commit(end_lsn, commit_time, source),
+            } => self.on_commit(end_lsn, commit_time, source).await?,
         }
         Ok(())
     }
 
     fn on_keepalive<S: Source>(&mut self, wal_end: Lsn, source: &mut S) {
         if let Some(lsn) = self.tracker.keepalive(wal_end) {
+            if self.gate.is_some() && self.sink.all_committed() && !self.tainted {
+                self.gate = Some(lsn);
+            }
             self.confirm(Some(source), lsn);
         }
         if self.tracker.is_idle() {
@@ -250,19 +287,77 @@ impl<K: Sink> Pipeline<K> {
         self.metrics.transaction_started();
     }
 
-    /// The unit's events are all handed over: `end_lsn` is confirmed once they are acked.
-    fn close_unit<S: Source>(&mut self, end_lsn: Lsn, source: &mut S) {
+    /// The unit's events are all handed over: `end_lsn` is confirmed once they are acked (and,
+    /// for a transactional sink, committed: the batch is committed here when it is full).
+    async fn close_unit<S: Source>(
+        &mut self,
+        end_lsn: Lsn,
+        source: &mut S,
+    ) -> Result<(), TailerError> {
+        self.last_closed = end_lsn;
+        if self.gate.is_some() {
+            self.commit(false, None::<&mut S>).await?;
+        }
         if let Some(lsn) = self.tracker.commit(end_lsn) {
             self.confirm(Some(source), lsn);
         }
+        Ok(())
     }
 
-    fn on_commit<S: Source>(
+    /// Transactional sink, between PostgreSQL transactions: commit the batch (when full, or
+    /// whenever `now`), then let confirms through up to the last transaction handed over.
+    async fn commit<S: Source>(
+        &mut self,
+        now: bool,
+        source: Option<&mut S>,
+    ) -> Result<(), TailerError> {
+        if self.gate.is_none() || self.tainted {
+            return Ok(());
+        }
+        if self.sink.commit(now).await? {
+            self.gate = Some(self.last_closed);
+            let durable = self.tracker.durable();
+            self.confirm(source, durable);
+        }
+        Ok(())
+    }
+
+    /// Transactional sink, nothing in flight: commit what was handed over whole, or abort the
+    /// batch when it holds part of an abandoned transaction or a commit failed (then
+    /// everything after the last commit is streamed and sent again).
+    pub async fn settle<S: Source>(&mut self, source: Option<&mut S>) -> Result<(), TailerError> {
+        if self.gate.is_none() {
+            return Ok(());
+        }
+        if !self.tainted && !self.sink.needs_abort() {
+            match self.commit(true, source).await {
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "Kafka commit failed: aborting, sending again");
+                }
+                other => return other,
+            }
+        }
+        self.sink.abort().await?;
+        self.rewind();
+        Ok(())
+    }
+
+    /// After an abort: everything past the last commit counts as never sent.
+    fn rewind(&mut self) {
+        let gate = self.gate.unwrap_or(self.sent);
+        self.tracker = AckTracker::new(gate);
+        self.committed.clear();
+        self.last_closed = gate;
+        self.tainted = false;
+        self.update_in_flight();
+    }
+
+    async fn on_commit<S: Source>(
         &mut self,
         end_lsn: Lsn,
         commit_time: Option<PgTimestamp>,
         source: &mut S,
-    ) {
+    ) -> Result<(), TailerError> {
         // Lag in seconds is measured from commit times: a unit without one leaves it alone.
         if let Some(time) = commit_time {
             let commit_us = time.unix_micros();
@@ -277,7 +372,7 @@ impl<K: Sink> Pipeline<K> {
         }
         self.stats.transactions += 1;
         self.metrics.transactions.inc();
-        self.close_unit(end_lsn, source);
+        self.close_unit(end_lsn, source).await
     }
 
     /// Route and hand over one event: its record, or its dead-letter record when it cannot be
@@ -316,12 +411,19 @@ impl<K: Sink> Pipeline<K> {
     /// The stream broke or stops mid-transaction: the open transaction will be re-sent whole.
     pub fn abandon_open(&mut self) {
         self.assembler.abandon();
-        self.tracker.abandon_open();
+        self.abandon_tracked();
     }
 
     /// After a disconnect: forget relations and the partial transaction.
     pub fn reset_stream(&mut self) {
         self.assembler.reset();
+        self.abandon_tracked();
+    }
+
+    fn abandon_tracked(&mut self) {
+        if self.gate.is_some() && self.tracker.open_has_events() {
+            self.tainted = true;
+        }
         self.tracker.abandon_open();
     }
 
@@ -363,3 +465,5 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transactional_tests;

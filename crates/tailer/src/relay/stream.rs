@@ -20,6 +20,7 @@ use crate::relay::decode::EventDecoder;
 use crate::relay::pipeline::{Pipeline, Stats, StreamEnd, Window};
 use crate::relay::route::Router;
 use crate::relay::sink::broker_check::check_broker;
+use crate::relay::sink::transaction::default_transactional_id;
 use crate::relay::sink::{KafkaSink, Sink};
 use crate::relay::source::{PgSource, Source};
 use crate::shutdown::{sleep_or_stop, Shutdown};
@@ -45,6 +46,7 @@ pub async fn stream_until(
         None => slot_at,
     };
     let mut pipeline = pipeline(config, stop, metrics, start_at, &slot.source_id)?;
+    pipeline.sink_mut().start_transactions().await?;
     backoff.reset();
     let mut first = true;
     loop {
@@ -107,6 +109,9 @@ pub async fn stream_until(
                     close_by(source, deadline).await;
                     return Ok(pipeline.stats);
                 }
+                // A transactional sink commits what arrived whole, or aborts and streams
+                // again from its last commit.
+                pipeline.settle(Some(&mut source)).await?;
                 drop(source);
                 if sleep_or_stop(backoff.next_delay(), Some(&mut *stop)).await {
                     return Ok(pipeline.stats);
@@ -163,6 +168,11 @@ fn pipeline(
     source_id: &str,
 ) -> Result<Pipeline<KafkaSink>, TailerError> {
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let mut config = config.clone();
+    if let Some(t) = config.sink.transactions.as_mut() {
+        t.id.get_or_insert_with(|| default_transactional_id(source_id));
+    }
+    let config = &config;
     let sink = KafkaSink::for_tailer(config, ack_tx)?
         .with_stop(stop.clone())
         .with_resume(&config.sink, source_id)
@@ -190,6 +200,21 @@ async fn finish<K: Sink, S: Source>(
     let drained = pipeline
         .drain(Some(&mut source), Some(deadline - reserve), None)
         .await;
+    // Commit what was handed over whole (a transactional sink), within the same deadline.
+    let drained = match drained {
+        Ok(true) => {
+            match tokio::time::timeout_at(
+                (deadline - reserve).into(),
+                pipeline.settle(Some(&mut source)),
+            )
+            .await
+            {
+                Ok(settled) => settled.map(|()| true),
+                Err(_) => Ok(false),
+            }
+        }
+        other => other,
+    };
     if matches!(drained, Ok(false)) {
         tracing::warn!(
             in_flight = pipeline.in_flight(),

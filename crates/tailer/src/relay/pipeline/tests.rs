@@ -9,7 +9,7 @@ use pgoutput::{
     Column, Insert, Message, PgTimestamp, Relation, ReplicaIdentity, TupleData, TupleValue,
 };
 
-fn relation() -> SourceEvent {
+pub(super) fn relation() -> SourceEvent {
     let col = |name: &str, type_oid: u32| Column {
         flags: 0,
         name: name.into(),
@@ -32,7 +32,7 @@ fn relation() -> SourceEvent {
     })))
 }
 
-fn insert(n: u32) -> SourceEvent {
+pub(super) fn insert(n: u32) -> SourceEvent {
     let t = |s: String| TupleValue::Text(Bytes::from(s));
     SourceEvent::Data(encode(&Message::Insert(Insert {
         stream_xid: None,
@@ -47,7 +47,7 @@ fn insert(n: u32) -> SourceEvent {
     })))
 }
 
-fn begin(lsn: u64) -> SourceEvent {
+pub(super) fn begin(lsn: u64) -> SourceEvent {
     SourceEvent::Begin {
         final_lsn: Lsn::from(lsn),
         xid: 7,
@@ -55,14 +55,14 @@ fn begin(lsn: u64) -> SourceEvent {
     }
 }
 
-fn commit(end: u64) -> SourceEvent {
+pub(super) fn commit(end: u64) -> SourceEvent {
     SourceEvent::Commit {
         commit_lsn: Lsn::from(end - 8),
         end_lsn: Lsn::from(end),
     }
 }
 
-fn pipeline(max_events: u64) -> (Pipeline<MemorySink>, mpsc::UnboundedSender<Ack>) {
+pub(super) fn pipeline(max_events: u64) -> (Pipeline<MemorySink>, mpsc::UnboundedSender<Ack>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let route = RouteConfig::default();
     let decoder =
@@ -87,7 +87,7 @@ fn pipeline(max_events: u64) -> (Pipeline<MemorySink>, mpsc::UnboundedSender<Ack
 
 /// Runs the loop until the script ends. A loop blocked on a full window never ends: the
 /// timeout is how such a test observes "it stopped reading", not a synchronisation.
-async fn settle(p: &mut Pipeline<MemorySink>, source: &mut ScriptedSource) {
+pub(super) async fn settle(p: &mut Pipeline<MemorySink>, source: &mut ScriptedSource) {
     let mut stop = Shutdown::default();
     let _ = tokio::time::timeout(
         Duration::from_secs(1),

@@ -39,6 +39,24 @@ enum Verdict {
 #[derive(Default)]
 struct SeenErrors {
     verdict: Mutex<Option<Verdict>>,
+    /// The API keys a broker said it supports (librdkafka's `feature` debug lines).
+    api_keys: Mutex<Vec<i16>>,
+}
+
+/// The Kafka API keys a transactional producer needs: InitProducerId, AddPartitionsToTxn,
+/// EndTxn.
+const TRANSACTION_APIS: [(i16, &str); 3] = [
+    (22, "InitProducerId"),
+    (24, "AddPartitionsToTxn"),
+    (26, "EndTxn"),
+];
+
+/// The key of a librdkafka line like `…:   ApiKey EndTxn (26) Versions 0..3`.
+fn api_key_of(line: &str) -> Option<i16> {
+    let rest = &line[line.find("ApiKey ")?..];
+    let open = rest.find('(')?;
+    let close = rest[open..].find(')')? + open;
+    rest[open + 1..close].trim().parse().ok()
 }
 
 impl SeenErrors {
@@ -63,6 +81,12 @@ impl ClientContext for SeenErrors {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         if (level as i32) <= (RDKafkaLogLevel::Warning as i32) && is_protocol_mismatch(message) {
             self.record(Verdict::Refused(message.to_owned()));
+        }
+        if fac == "APIVERSION" {
+            if let (Some(key), Ok(mut keys)) = (api_key_of(message), self.api_keys.lock()) {
+                keys.push(key);
+            }
+            return;
         }
         crate::relay::sink::log_librdkafka(level, fac, message);
     }
@@ -105,16 +129,36 @@ pub async fn check_broker(config: &SinkConfig, within: Duration) -> Result<(), T
     for (k, v) in &config.options {
         cc.set(k, v);
     }
+    if config.transactions.is_some() {
+        // The broker's API versions are logged in the `feature` debug context.
+        let debug = match cc.get("debug") {
+            Some(d) if !d.is_empty() => format!("{d},feature"),
+            _ => "feature".to_owned(),
+        };
+        cc.set("debug", debug).set_log_level(RDKafkaLogLevel::Debug);
+    }
     let producer: BaseProducer<SeenErrors> = cc
         .create_with_context(SeenErrors::default())
         .map_err(|source| TailerError::Kafka {
             context: "creating the producer (check the -X options)",
             source,
         })?;
-    let verdict = tokio::task::spawn_blocking(move || ask(&producer, within))
-        .await
-        .map_err(|e| TailerError::Config(format!("the broker check did not finish: {e}")))?;
+    let (verdict, api_keys) = tokio::task::spawn_blocking(move || {
+        let verdict = ask(&producer, within);
+        // Serve the log lines of the answer.
+        producer.poll(Duration::from_millis(100));
+        let keys = producer
+            .context()
+            .api_keys
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default();
+        (verdict, keys)
+    })
+    .await
+    .map_err(|e| TailerError::Config(format!("the broker check did not finish: {e}")))?;
     match verdict {
+        Verdict::Answered if config.transactions.is_some() => transactions_supported(&api_keys),
         Verdict::Answered => Ok(()),
         Verdict::Away(reason) => {
             tracing::warn!(reason = %reason, "Kafka is not reachable yet; records wait for it");
@@ -127,6 +171,29 @@ pub async fn check_broker(config: &SinkConfig, within: Duration) -> Result<(), T
              listener must expect the same protocol",
             config.brokers
         ))),
+    }
+}
+
+/// `--exactly-once` needs the transaction APIs; a broker that answered without them (tansu
+/// 0.6 has no EndTxn) is refused before anything is sent.
+fn transactions_supported(api_keys: &[i16]) -> Result<(), TailerError> {
+    if api_keys.is_empty() {
+        return Err(crate::relay::sink::transaction::unsupported(
+            "the broker's API versions could not be read",
+        ));
+    }
+    let missing: Vec<&str> = TRANSACTION_APIS
+        .iter()
+        .filter(|(key, _)| !api_keys.contains(key))
+        .map(|(_, name)| *name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::relay::sink::transaction::unsupported(&format!(
+            "it does not offer {}",
+            missing.join(", ")
+        )))
     }
 }
 
@@ -155,5 +222,30 @@ fn ask(producer: &BaseProducer<SeenErrors>, within: Duration) -> Verdict {
             }
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_are_read_from_librdkafka_feature_lines() {
+        let line = "127.0.0.1:9092/bootstrap:   ApiKey EndTxn (26) Versions 0..3";
+        assert_eq!(api_key_of(line), Some(26));
+        assert_eq!(api_key_of("Broker API support:"), None);
+        assert_eq!(
+            api_key_of("  ApiKey Unknown-75? (75) Versions 0..0"),
+            Some(75)
+        );
+    }
+
+    #[test]
+    fn a_broker_without_end_txn_is_refused_for_exactly_once() {
+        assert!(transactions_supported(&[0, 1, 22, 24, 26]).is_ok());
+        let e = transactions_supported(&[0, 1, 22, 24]).expect_err("no EndTxn");
+        assert!(e.to_string().contains("EndTxn"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(transactions_supported(&[]).is_err());
     }
 }

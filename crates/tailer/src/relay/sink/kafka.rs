@@ -21,6 +21,7 @@ use crate::relay::route::Record;
 use crate::relay::sink::partitioner::partition_of;
 use crate::relay::sink::resume::Resume;
 use crate::relay::sink::topics::Topics;
+use crate::relay::sink::transaction::{self, Batch};
 use crate::relay::sink::{Ack, DeliveryFailure, Sink};
 use crate::shutdown::Shutdown;
 
@@ -61,6 +62,8 @@ pub struct KafkaSink {
     acks: mpsc::UnboundedSender<Ack>,
     metrics: Option<Arc<Metrics>>,
     stop: Option<Shutdown>,
+    /// `--exactly-once`: the open Kafka transaction.
+    batch: Option<Batch>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -103,6 +106,9 @@ fn producer_config(
             (max_message + 65_536).max(1_000_000).to_string(),
         )
         .set("client.id", "outbox-tailer");
+    if let Some(id) = config.transactions.as_ref().and_then(|t| t.id.as_deref()) {
+        cc.set("transactional.id", id);
+    }
     for (k, v) in &config.options {
         cc.set(k, v);
     }
@@ -136,6 +142,17 @@ impl KafkaSink {
         } else {
             None
         };
+        let batch = match &config.transactions {
+            Some(t) => {
+                let Some(id) = t.id.clone() else {
+                    return Err(TailerError::Bug(
+                        "--exactly-once without a transactional.id".into(),
+                    ));
+                };
+                Some(Batch::new(t.clone(), id))
+            }
+            None => None,
+        };
         Ok(KafkaSink {
             producer: Arc::new(producer),
             topics: Topics::new(config, admin),
@@ -143,7 +160,19 @@ impl KafkaSink {
             acks,
             metrics: None,
             stop: None,
+            batch,
         })
+    }
+
+    /// `--exactly-once`: register the transactional.id with the broker's coordinator, which
+    /// fences any older producer with it and aborts its open transaction. Before the first
+    /// record, and before idempotent resume reads the tails.
+    pub async fn start_transactions(&mut self) -> Result<(), TailerError> {
+        if let Some(batch) = &self.batch {
+            transaction::init(&self.producer, batch, self.stop.as_ref()).await?;
+            tracing::info!(transactional_id = %batch.id(), "Kafka transactions ready");
+        }
+        Ok(())
     }
 
     /// Skip events this relay (`source`) already published, found by reading up to
@@ -185,6 +214,30 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
+    fn transactional(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    async fn commit(&mut self, now: bool) -> Result<bool, TailerError> {
+        self.commit_batch(now).await
+    }
+
+    fn commit_deadline(&self) -> Option<std::time::Instant> {
+        self.batch.as_ref().and_then(Batch::deadline)
+    }
+
+    fn all_committed(&self) -> bool {
+        self.batch.as_ref().is_none_or(Batch::is_empty)
+    }
+
+    fn needs_abort(&self) -> bool {
+        self.batch.as_ref().is_some_and(Batch::needs_abort)
+    }
+
+    async fn abort(&mut self) -> Result<(), TailerError> {
+        self.abort_batch().await
+    }
+
     async fn send(&mut self, record: Record, ticket: Ticket) -> Result<(), TailerError> {
         let partitions = self
             .topics
@@ -225,6 +278,9 @@ impl Sink for KafkaSink {
         if let Some(p) = &record.payload {
             base = base.payload(p.as_ref());
         }
+        if let Some(batch) = self.batch.as_mut() {
+            batch.before_send(&*self.producer, record.size())?;
+        }
         loop {
             match self.producer.send(base) {
                 Ok(()) => return Ok(()),
@@ -248,6 +304,40 @@ impl Sink for KafkaSink {
                 }
             }
         }
+    }
+}
+
+impl KafkaSink {
+    async fn commit_batch(&mut self, now: bool) -> Result<bool, TailerError> {
+        let Some(batch) = self.batch.as_mut() else {
+            return Ok(true);
+        };
+        if batch.is_empty() || !(now || batch.full()) {
+            return Ok(batch.is_empty());
+        }
+        let started = std::time::Instant::now();
+        transaction::commit(&self.producer, batch).await?;
+        if let Some(m) = &self.metrics {
+            m.kafka_commits.inc();
+            m.kafka_commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(true)
+    }
+
+    async fn abort_batch(&mut self) -> Result<(), TailerError> {
+        let Some(batch) = self.batch.as_mut() else {
+            return Ok(());
+        };
+        transaction::abort(&self.producer, batch).await?;
+        // Watermarks raised by the aborted records are void: read the tails again.
+        if let Some(resume) = self.resume.as_mut() {
+            resume.forget();
+        }
+        if let Some(m) = &self.metrics {
+            m.kafka_aborts.inc();
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 //! acks and stop the tailer.
 
 use std::future::Future;
+use std::time::Instant;
 
 use rdkafka::config::RDKafkaLogLevel;
 
@@ -22,6 +23,7 @@ pub mod memory;
 pub mod partitioner;
 pub mod resume;
 pub mod topics;
+pub mod transaction;
 
 pub use kafka::KafkaSink;
 
@@ -47,6 +49,39 @@ pub trait Sink: Send {
         record: Record,
         ticket: Ticket,
     ) -> impl Future<Output = Result<(), TailerError>> + Send;
+
+    /// Records become visible only when the sink commits them (`--exactly-once`): the
+    /// pipeline then confirms no further than the last commit.
+    fn transactional(&self) -> bool {
+        false
+    }
+
+    /// Between PostgreSQL transactions: commit what was handed over if the batch is full, or
+    /// whenever `now`. True when nothing handed over waits for a commit any more.
+    fn commit(&mut self, now: bool) -> impl Future<Output = Result<bool, TailerError>> + Send {
+        let _ = now;
+        std::future::ready(Ok(true))
+    }
+
+    /// When the open batch must be committed at the latest.
+    fn commit_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Nothing handed over waits for a commit.
+    fn all_committed(&self) -> bool {
+        true
+    }
+
+    /// The open batch cannot be committed (a commit failed): it must be aborted.
+    fn needs_abort(&self) -> bool {
+        false
+    }
+
+    /// Discard everything handed over since the last commit; it will be sent again.
+    fn abort(&mut self) -> impl Future<Output = Result<(), TailerError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// librdkafka's log lines as tracing events at their level. The tailer sets the experimental

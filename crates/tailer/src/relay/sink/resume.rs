@@ -128,6 +128,12 @@ impl Resume {
         }
     }
 
+    /// Forget every watermark (the records that raised them were aborted): tails are read
+    /// again before the next record to each topic.
+    pub fn forget(&mut self) {
+        self.points = ResumePoints::default();
+    }
+
     /// True when the event at `position` is already in `partition` of `topic` (reading the
     /// topic's tails first if this is its first record); otherwise it is noted as handed over.
     pub async fn already_sent(
