@@ -322,3 +322,51 @@ fn a_header_column_may_not_shadow_a_position_header() {
         .resolve()
         .is_ok());
 }
+
+/// `--exactly-once` turns Kafka transactions on with bounded batches; their settings alone
+/// are refused (they would silently do nothing), and so is `poll --exactly-once`.
+#[test]
+fn exactly_once_settings_need_the_mode_and_poll_refuses_it() {
+    assert!(run_args(&[]).resolve().unwrap().sink.transactions.is_none());
+    let t = run_args(&["--exactly-once"])
+        .resolve()
+        .unwrap()
+        .sink
+        .transactions
+        .expect("transactions on");
+    assert_eq!(t.id, None, "derived from the slot at start");
+    assert_eq!(
+        (t.max_events, t.max_bytes, t.max_wait),
+        (10_000, 16 << 20, std::time::Duration::from_millis(100))
+    );
+    let t = run_args(&[
+        "--exactly-once",
+        "--transactional-id",
+        "orders",
+        "--transaction-max-ms",
+        "5",
+    ])
+    .resolve()
+    .unwrap()
+    .sink
+    .transactions
+    .unwrap();
+    assert_eq!(t.id.as_deref(), Some("orders"));
+    assert_eq!(t.max_wait, std::time::Duration::from_millis(5));
+
+    let e = run_args(&["--transactional-id", "orders"])
+        .resolve()
+        .unwrap_err();
+    assert!(e.to_string().contains("add --exactly-once"), "{e}");
+    let e = run_args(&["--exactly-once", "--transaction-max-events", "0"])
+        .resolve()
+        .unwrap_err();
+    assert!(e.to_string().contains("transaction_max_events 0"), "{e}");
+
+    let argv = ["outbox-tailer", "poll", "--exactly-once"];
+    let Command::Poll(args) = CommandLine::try_parse_from(argv).unwrap().command else {
+        unreachable!()
+    };
+    let e = args.resolve().unwrap_err();
+    assert!(e.to_string().contains("mode of `run`"), "{e}");
+}
