@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::background::publication_guard::{self, Ceiling};
 use crate::background::{metrics_server, retention, watchdog};
 use crate::config::TailerConfig;
 use crate::error::TailerError;
@@ -46,13 +47,32 @@ pub async fn run(
             reason
         })
     };
+    let ceiling = Ceiling::closed();
+    let guard = {
+        let (source, interval) = (config.source.clone(), config.status_interval);
+        let (ceiling, stop) = (ceiling.clone(), stop.clone());
+        tokio::spawn(async move {
+            let gone = publication_guard::guard(source, interval, ceiling).await;
+            if let Some(e) = &gone {
+                tracing::error!(error = %e, "publication changed, stopping");
+                stop.request();
+            }
+            gone
+        })
+    };
     let trailing = tokio::spawn(retention::keep_trailing(
         config.source.clone(),
         config.replay_retention,
         config.slot_check_interval,
     ));
-    let result = stream_until(&config, &mut stop, &metrics).await;
+    let result = stream_until(&config, &mut stop, &metrics, &ceiling).await;
     trailing.abort();
+    let publication_gone = if guard.is_finished() {
+        guard.await.ok().flatten()
+    } else {
+        guard.abort();
+        None
+    };
     metrics.streaming.set(0);
     let invalidated = if watchdog.is_finished() {
         watchdog.await.ok()
@@ -65,8 +85,9 @@ pub async fn run(
     }
     // The watchdog's reason explains a stop it caused; an error of the tailer's own (preflight
     // refusing the lost slot before the watchdog's first check completed, say) speaks for itself.
-    match (invalidated, result) {
-        (Some(reason), Ok(_)) => Err(TailerError::SlotInvalidated(reason)),
-        (_, result) => result,
+    match (invalidated, publication_gone, result) {
+        (Some(reason), _, Ok(_)) => Err(TailerError::SlotInvalidated(reason)),
+        (_, Some(gone), Ok(_)) => Err(gone),
+        (_, _, result) => result,
     }
 }

@@ -22,6 +22,8 @@ mod tls_front;
 pub use kafka::{consume_until, create_topic, read_to_end, KafkaRecord};
 pub use mock::MockKafka;
 pub use net::free_port;
-pub use pg::{PgCluster, PgConfig, ServerCert, StopMode, TestDb};
+pub use pg::{
+    pg_bin_of, pg_cache_dir, requested_major, PgCluster, PgConfig, ServerCert, StopMode, TestDb,
+};
 pub use tansu::{TansuBroker, TansuStorage};
 pub use tls_front::TlsFront;

@@ -42,6 +42,8 @@ pub struct PgConfig {
     pub hba: Option<String>,
     /// Serve TLS (`ssl = on`) with this certificate.
     pub tls: Option<ServerCert>,
+    /// Run this major whatever `OUTBOX_PG_VERSION` says (tests of one version's behaviour).
+    pub major: Option<u32>,
 }
 
 /// A server certificate and its private key, PEM-encoded (tests generate them, e.g. with rcgen).
@@ -75,6 +77,12 @@ impl PgConfig {
 
     /// Serve TLS with `cert` (`ssl = on`); plain connections stay possible unless `hba` says
     /// `hostssl`.
+    /// Run PostgreSQL `major` (installed by `scripts/install-postgres`).
+    pub fn major(mut self, major: u32) -> Self {
+        self.major = Some(major);
+        self
+    }
+
     pub fn tls(mut self, cert: ServerCert) -> Self {
         self.tls = Some(cert);
         self
@@ -128,7 +136,10 @@ impl PgCluster {
 
     /// Start a cluster from synchronous code (benchmarks, the demo's setup).
     pub fn start_blocking(config: PgConfig) -> anyhow::Result<PgCluster> {
-        let bin = find_pg_bin()?;
+        let bin = match config.major {
+            Some(major) => pg_bin_of(major)?,
+            None => find_pg_bin()?,
+        };
         let dir = tempfile::Builder::new()
             .prefix("outbox-pg-")
             .tempdir()
@@ -140,7 +151,7 @@ impl PgCluster {
                 .arg("-D")
                 .arg(&data)
                 .args(["-U", "postgres", "-A", "trust", "-E", "UTF8"])
-                .args(["--locale=C", "-N", "--no-instructions"]),
+                .args(["--locale=C", "-N"]),
             "initdb",
         )?;
         let mut conf = String::from("\n# outbox-testkit\n");
@@ -274,6 +285,22 @@ impl PgCluster {
     }
 
     /// Directory holding the server binaries in use.
+    /// The server's major version (from `postgres --version`).
+    pub fn major(&self) -> anyhow::Result<u32> {
+        let out = Command::new(self.bin.join("postgres"))
+            .arg("--version")
+            .output()
+            .context("postgres --version")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "postgres (PostgreSQL) 17.10", or "… 15.18 (Debian 15.18-0+deb12u1)".
+        text.split_whitespace()
+            .skip_while(|w| *w != "(PostgreSQL)")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+            .with_context(|| format!("no major version in {text:?}"))
+    }
+
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }
@@ -430,10 +457,63 @@ fn append(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The PostgreSQL server binaries: `PG_BIN`, else `pg_config --bindir`, else the newest
-/// `/usr/lib/postgresql/*/bin`.
+/// The major a test run asks for (`OUTBOX_PG_VERSION`), if any.
+pub fn requested_major() -> anyhow::Result<Option<u32>> {
+    match std::env::var("OUTBOX_PG_VERSION") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u32>()
+            .map(Some)
+            .with_context(|| format!("OUTBOX_PG_VERSION={v:?}: give a major, e.g. 17")),
+        _ => Ok(None),
+    }
+}
+
+/// Where `scripts/install-postgres` puts the binaries of each major: `OUTBOX_PG_CACHE`, else
+/// `/var/cache/outbox-tailer/postgres` as root (the `postgres` user must read it), else
+/// `~/.cache/outbox-tailer/postgres`.
+pub fn pg_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OUTBOX_PG_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if crate::process::running_as_root() {
+        return PathBuf::from("/var/cache/outbox-tailer/postgres");
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    cache.join("outbox-tailer/postgres")
+}
+
+fn has_server(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() && dir.join("postgres").is_file()
+}
+
+/// The server binaries of `major`: the system's (`/usr/lib/postgresql/<major>/bin`), else those
+/// `scripts/install-postgres` cached. Never downloads: a missing major is an error that says
+/// how to install it.
+pub fn pg_bin_of(major: u32) -> anyhow::Result<PathBuf> {
+    let system = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    if has_server(&system) {
+        return Ok(system);
+    }
+    let cached = pg_cache_dir().join(major.to_string()).join("bin");
+    if has_server(&cached) {
+        return Ok(cached);
+    }
+    bail!(
+        "PostgreSQL {major} is not installed (looked in {} and {}): run \
+         `scripts/install-postgres {major}` (the README's test command does), or unset \
+         OUTBOX_PG_VERSION",
+        system.display(),
+        cached.display()
+    )
+}
+
+/// The PostgreSQL server binaries: `PG_BIN`; else the major `OUTBOX_PG_VERSION` names; else
+/// `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`.
 pub(crate) fn find_pg_bin() -> anyhow::Result<PathBuf> {
-    let has_server = |p: &Path| p.join("initdb").is_file() && p.join("pg_ctl").is_file();
     if let Some(dir) = std::env::var_os("PG_BIN") {
         let dir = PathBuf::from(dir);
         if has_server(&dir) {
@@ -443,6 +523,9 @@ pub(crate) fn find_pg_bin() -> anyhow::Result<PathBuf> {
             "PG_BIN={} holds no initdb/pg_ctl: point PG_BIN at a PostgreSQL server bin directory",
             dir.display()
         );
+    }
+    if let Some(major) = requested_major()? {
+        return pg_bin_of(major);
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());

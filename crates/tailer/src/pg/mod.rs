@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod errors;
 pub mod names;
+pub mod server;
 pub mod setup;
 pub mod slot_status;
 pub mod slots;

@@ -191,8 +191,9 @@ async fn read_slot(client: &Client, s: &str) -> Result<Option<Row>, TailerError>
     client
         .query_opt(
             "SELECT plugin::text, slot_type, database::text, current_database()::text, \
-                    wal_status, two_phase, confirmed_flush_lsn::text \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                    wal_status, two_phase, confirmed_flush_lsn::text, \
+                    to_jsonb(s) ->> 'invalidation_reason' \
+             FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1",
             &[&s],
         )
         .await
@@ -238,10 +239,24 @@ fn check_slot_kind(s: &str, row: &Row) -> Result<(), TailerError> {
 fn check_slot_usable(s: &str, row: &Row) -> Result<(), TailerError> {
     let wal_status: Option<String> = row.get(4);
     let two_phase: bool = row.get(5);
-    if wal_status.as_deref() == Some("lost") {
+    // `invalidation_reason` exists from PostgreSQL 17 (18 adds `idle_timeout`).
+    let reason: Option<String> = row.get(7);
+    if wal_status.as_deref() == Some("lost") || reason.is_some() {
+        let (why, prevent) = match reason.as_deref() {
+            Some("idle_timeout") => (
+                "it was inactive for longer than idle_replication_slot_timeout, so PostgreSQL \
+                 released the WAL it held",
+                " To prevent it, keep the tailer running or raise idle_replication_slot_timeout.",
+            ),
+            _ => ("the WAL it needed was removed", ""),
+        };
         return Err(TailerError::SlotInvalidated(format!(
-            "slot {s} is invalidated (wal_status = lost): the WAL it needed was removed, so events \
-             may be missing. Follow \"Recovering from an invalidated slot\" in docs/operations.md"
+            "slot {s} is invalidated ({}): {why}, so events may be missing. Follow \
+             \"Recovering from an invalidated slot\" in docs/operations.md.{prevent}",
+            match reason.as_deref() {
+                Some(r) if r != "wal_removed" => r,
+                _ => "wal_status = lost",
+            }
         )));
     }
     if two_phase {
@@ -256,6 +271,7 @@ fn check_slot_usable(s: &str, row: &Row) -> Result<(), TailerError> {
 /// Every check `run` makes before streaming; creates the slot only when `create_slot`.
 pub async fn preflight(config: &SourceConfig, create_slot: bool) -> Result<SlotState, TailerError> {
     let client = connect(config).await?;
+    crate::pg::server::check_version(&client).await?;
     check_wal_level(&client).await?;
     check_role(&client).await?;
     check_table(&client, config).await?;
@@ -271,6 +287,7 @@ pub async fn preflight(config: &SourceConfig, create_slot: bool) -> Result<SlotS
 pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
     let client = connect(config).await?;
     let mut report = SetupReport::default();
+    crate::pg::server::check_version(&client).await?;
     check_wal_level(&client).await?;
     check_table(&client, config).await?;
     let has_pub = exists(

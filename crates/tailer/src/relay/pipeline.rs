@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use pgoutput::{Lsn, PgTimestamp};
 use tokio::sync::mpsc;
 
+use crate::background::publication_guard::Ceiling;
 use crate::error::TailerError;
 use crate::metrics::Metrics;
 use crate::relay::assemble::{OutboxEvent, Step, TxnAssembler};
@@ -69,6 +70,8 @@ pub struct Pipeline<K: Sink> {
     last_closed: Lsn,
     /// The last LSN passed to the source.
     sent: Lsn,
+    /// The publication guard's bound on confirms (PostgreSQL 18+), if any.
+    ceiling: Option<tokio::sync::watch::Receiver<u64>>,
     /// Part of an abandoned transaction sits in the open Kafka transaction: it must be
     /// aborted, never committed.
     tainted: bool,
@@ -97,6 +100,7 @@ impl<K: Sink> Pipeline<K> {
             gate,
             last_closed: start,
             sent: start,
+            ceiling: None,
             tainted: false,
             stats: Stats::default(),
         }
@@ -105,6 +109,12 @@ impl<K: Sink> Pipeline<K> {
     /// Report into these metrics (each pipeline has its own otherwise).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Confirm no further than `ceiling` allows.
+    pub fn with_ceiling(mut self, ceiling: &Ceiling) -> Self {
+        self.ceiling = Some(ceiling.watch());
         self
     }
 
@@ -173,6 +183,11 @@ impl<K: Sink> Pipeline<K> {
                     return Ok(StreamEnd::Shutdown);
                 }
                 Some(ack) = self.acks.recv() => self.on_ack(ack, Some(&mut *source))?,
+                Ok(()) = ceiling_rose(self.ceiling.as_mut()), if self.ceiling.is_some() => {
+                    // What the ceiling held back (the tracker's durable position is kept).
+                    let durable = self.tracker.durable();
+                    self.confirm(Some(&mut *source), durable);
+                }
                 _ = sleep_until(commit_at), if commit_at.is_some() => {
                     self.commit(true, Some(&mut *source)).await?;
                 }
@@ -213,7 +228,10 @@ impl<K: Sink> Pipeline<K> {
     /// Pass a new durable LSN to the source and the metrics (no further than the last Kafka
     /// commit, for a transactional sink).
     fn confirm<S: Source>(&mut self, source: Option<&mut S>, lsn: Lsn) {
-        let lsn = self.gated(lsn);
+        let mut lsn = self.gated(lsn);
+        if let Some(ceiling) = &self.ceiling {
+            lsn = lsn.min(Lsn::from(*ceiling.borrow()));
+        }
         if lsn <= self.sent {
             return;
         }
@@ -446,6 +464,15 @@ impl<K: Sink> Pipeline<K> {
             self.on_ack(ack, source.as_deref_mut())?;
         }
         Ok(true)
+    }
+}
+
+async fn ceiling_rose(
+    ceiling: Option<&mut tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match ceiling {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use pgoutput::Lsn;
 use tokio::sync::mpsc;
 
+use crate::background::publication_guard::Ceiling;
 use crate::backoff::Backoff;
 use crate::config::TailerConfig;
 use crate::error::TailerError;
@@ -31,6 +32,7 @@ pub async fn stream_until(
     config: &TailerConfig,
     stop: &mut Shutdown,
     metrics: &Arc<Metrics>,
+    ceiling: &Ceiling,
 ) -> Result<Stats, TailerError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     let Some(slot) = preflight(config, stop, metrics, &mut backoff).await? else {
@@ -45,7 +47,8 @@ pub async fn stream_until(
         Some(to) => skip_ahead(config, slot_at, to).await?,
         None => slot_at,
     };
-    let mut pipeline = pipeline(config, stop, metrics, start_at, &slot.source_id)?;
+    let mut pipeline =
+        pipeline(config, stop, metrics, start_at, &slot.source_id)?.with_ceiling(ceiling);
     pipeline.sink_mut().start_transactions().await?;
     backoff.reset();
     let mut first = true;
@@ -138,7 +141,7 @@ async fn preflight(
     backoff: &mut Backoff,
 ) -> Result<Option<SlotState>, TailerError> {
     let slot = loop {
-        match crate::pg::setup::preflight(&config.source, config.create_slot).await {
+        match checks(config).await {
             Ok(slot) => break slot,
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "PostgreSQL unreachable, retrying");
@@ -158,6 +161,14 @@ async fn preflight(
         "preflight passed"
     );
     Ok(Some(slot))
+}
+
+/// The slot and publication checks, then the outbox columns the routing reads.
+async fn checks(config: &TailerConfig) -> Result<SlotState, TailerError> {
+    let slot = crate::pg::setup::preflight(&config.source, config.create_slot).await?;
+    let client = crate::pg::connect::connect(&config.source).await?;
+    crate::pg::server::check_generated_columns(&client, &config.source, &config.route).await?;
+    Ok(slot)
 }
 
 fn pipeline(

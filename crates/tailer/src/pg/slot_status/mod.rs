@@ -270,24 +270,40 @@ pub fn judge(s: &SlotStatus, t: SlotThresholds) -> Verdict {
 }
 
 fn invalidated(s: &SlotStatus) -> Verdict {
-    let why = s
-        .invalidation_reason
-        .as_deref()
-        .map(|r| format!(" ({r})"))
-        .unwrap_or_default();
+    let reason = s.invalidation_reason.as_deref();
+    let cause = match reason {
+        Some("idle_timeout") => "it was inactive for longer than idle_replication_slot_timeout \
+                                 (PostgreSQL 18), so PostgreSQL released the WAL it held"
+            .to_owned(),
+        Some("rows_removed") => "the primary removed catalog rows it still needed (a logical \
+                                 slot on a standby without hot_standby_feedback)"
+            .to_owned(),
+        Some("wal_level_insufficient") => {
+            "wal_level on the primary dropped below logical".to_owned()
+        }
+        Some(other) if other != "wal_removed" => format!("PostgreSQL invalidated it ({other})"),
+        _ => "PostgreSQL removed WAL it still needed".to_owned(),
+    };
+    let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    let prevent = match reason {
+        Some("idle_timeout") => {
+            "; to prevent it, keep the tailer running or raise idle_replication_slot_timeout"
+        }
+        _ => "",
+    };
     Verdict {
         health: Health::Invalidated,
         summary: format!(
-            "slot {} is invalidated{why}: PostgreSQL removed WAL it still needed, so it can \
-             never stream again and events committed after its confirmed_flush_lsn {} may \
-             not have been published",
+            "slot {} is invalidated{why}: {cause}, so it can never stream again and events \
+             committed after its confirmed_flush_lsn {} may not have been published",
             s.slot,
             s.confirmed_flush_lsn.as_deref().unwrap_or("?")
         ),
-        action: "stop the tailer, then follow \"Recovering from an invalidated slot\" in \
-                 docs/operations.md (new slot, re-publish the gap from the outbox table if \
-                 rows are kept)"
-            .into(),
+        action: format!(
+            "stop the tailer, then follow \"Recovering from an invalidated slot\" in \
+             docs/operations.md (new slot, re-publish the gap from the outbox table if rows \
+             are kept){prevent}"
+        ),
     }
 }
 
