@@ -1,6 +1,7 @@
-//! Golden bytes captured from a real PostgreSQL 15 (see `tests/golden/*.txt` and the workspace's
-//! `tests/golden_capture.rs`, which re-captures them): each scenario decodes to the expected
-//! messages, and re-encoding every decoded message gives back the server's exact bytes.
+//! Golden bytes captured from real PostgreSQL servers, one set per major (see
+//! `tests/golden/pg<major>/*.txt` and the workspace's `tests/golden_capture.rs`, which
+//! re-captures them): each scenario decodes to the expected messages on every major, and
+//! re-encoding every decoded message gives back that server's exact bytes.
 
 mod support;
 
@@ -9,9 +10,16 @@ use std::path::Path;
 use pgoutput::encode::encode;
 use support::{golden_file, golden_shape};
 
-fn load(scenario: &str) -> Vec<golden_file::Captured> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
+/// The majors whose captures are kept: 14 to 18.
+const MAJORS: [u32; 5] = [14, 15, 16, 17, 18];
+
+fn golden_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn load(major: u32, scenario: &str) -> Vec<golden_file::Captured> {
+    let path = golden_dir()
+        .join(format!("pg{major}"))
         .join(format!("{scenario}.txt"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
@@ -19,17 +27,22 @@ fn load(scenario: &str) -> Vec<golden_file::Captured> {
 }
 
 fn check(scenario: &str) {
-    let captured = load(scenario);
-    let rendered = golden_file::render(&[], &captured);
-    assert_eq!(golden_file::parse(&rendered).as_ref(), Ok(&captured));
-    golden_shape::check(scenario, &captured);
-    for (m, decoded) in captured.iter().zip(golden_shape::decode_all(&captured)) {
-        assert_eq!(
-            encode(&decoded),
-            m.data,
-            "{scenario}: re-encoding {}",
-            m.lsn
-        );
+    for major in MAJORS {
+        if !golden_shape::scenarios_of(major).contains(&scenario) {
+            continue;
+        }
+        let captured = load(major, scenario);
+        let rendered = golden_file::render(&[], &captured);
+        assert_eq!(golden_file::parse(&rendered).as_ref(), Ok(&captured));
+        golden_shape::check(scenario, major, &captured);
+        for (m, decoded) in captured.iter().zip(golden_shape::decode_all(&captured)) {
+            assert_eq!(
+                encode(&decoded),
+                m.data,
+                "PostgreSQL {major}, {scenario}: re-encoding {}",
+                m.lsn
+            );
+        }
     }
 }
 
@@ -70,15 +83,26 @@ fn golden_streaming() {
 
 #[test]
 fn every_golden_file_is_checked() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut found: Vec<String> = std::fs::read_dir(dir)
+    let mut majors: Vec<String> = std::fs::read_dir(golden_dir())
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    found.sort();
-    let mut expected = golden_shape::SCENARIOS.map(String::from).to_vec();
-    expected.sort();
-    assert_eq!(found, expected);
+    majors.sort();
+    assert_eq!(majors, MAJORS.map(|m| format!("pg{m}")));
+    for major in MAJORS {
+        let dir = golden_dir().join(format!("pg{major}"));
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        let mut expected: Vec<String> = golden_shape::scenarios_of(major)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        expected.sort();
+        assert_eq!(found, expected, "PostgreSQL {major}");
+    }
 }

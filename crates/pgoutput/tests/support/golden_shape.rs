@@ -18,6 +18,15 @@ pub const SCENARIOS: [&str; 7] = [
     "streaming",
 ];
 
+/// The scenarios a major can run: pgoutput's `two_phase` option arrived in 15.
+pub fn scenarios_of(major: u32) -> Vec<&'static str> {
+    SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| major >= 15 || *s != "two_phase")
+        .collect()
+}
+
 pub fn decode_all(messages: &[Captured]) -> Vec<Message> {
     let mut decoder = Decoder::new();
     messages
@@ -31,17 +40,18 @@ pub fn decode_all(messages: &[Captured]) -> Vec<Message> {
         .collect()
 }
 
-pub fn check(scenario: &str, captured: &[Captured]) {
+/// Check a capture of PostgreSQL `major` against the scenario's expectations.
+pub fn check(scenario: &str, major: u32, captured: &[Captured]) {
     let messages = decode_all(captured);
     check_framing(scenario, &messages);
     match scenario {
         "types" => types(&messages),
-        "replica_identity" => replica_identity(&messages),
+        "replica_identity" => replica_identity(&messages, major),
         "truncate" => truncate(&messages),
         "messages" => logical_messages(&messages),
         "origin" => origin(&messages),
         "two_phase" => two_phase(&messages),
-        "streaming" => streaming(&messages),
+        "streaming" => streaming(&messages, major),
         other => panic!("no expectations for golden scenario {other:?}"),
     }
 }
@@ -260,8 +270,11 @@ fn types(m: &[Message]) {
 type Change<'a> = (char, Option<(char, Values<'a>)>, Option<Values<'a>>);
 type Values<'a> = Vec<Option<&'a str>>;
 
-fn replica_identity(m: &[Message]) {
-    assert_eq!(shape(m), "BRUCBUCBDCBRUCBDCBRUCBUCBDCBRIC");
+fn replica_identity(m: &[Message], major: u32) {
+    // 14 also sends the transaction whose only change (an update) the insert-only
+    // publication does not publish, as an empty Begin/Commit.
+    let empty = if major == 14 { "BC" } else { "" };
+    assert_eq!(shape(m), format!("BRUCBUCBDCBRUCBDCBRUCBUCBDCBRIC{empty}"));
     let relations: Vec<(&str, ReplicaIdentity, Vec<bool>)> = m
         .iter()
         .filter_map(|x| match x {
@@ -495,7 +508,7 @@ fn two_phase(m: &[Message]) {
     assert_eq!((streamed[0], streamed[999]), ("big 100", "big 1099"));
 }
 
-fn streaming(m: &[Message]) {
+fn streaming(m: &[Message], major: u32) {
     let s = shape(m);
     let top = match &m[0] {
         Message::StreamStart(st) => {
@@ -560,17 +573,21 @@ fn streaming(m: &[Message]) {
             _ => None,
         })
         .collect();
-    assert_eq!(aborts.len(), 2);
-    let (sub_abort, top_abort) = (aborts[0], aborts[1]);
+    // Read after the fact, 18 no longer streams a transaction it already knows aborted: only
+    // the savepoint's abort inside the committed one remains.
+    assert_eq!(aborts.len(), if major >= 18 { 1 } else { 2 }, "{s}");
+    let sub_abort = aborts[0];
     assert_eq!(sub_abort.0, top);
     assert_ne!(
         sub_abort.1, top,
         "savepoint rollback aborts a subtransaction"
     );
-    assert_eq!(
-        top_abort.0, top_abort.1,
-        "whole-transaction abort: subxid = xid"
-    );
+    if let Some(top_abort) = aborts.get(1) {
+        assert_eq!(
+            top_abort.0, top_abort.1,
+            "whole-transaction abort: subxid = xid"
+        );
+    }
 
     // After the savepoint rollback the changes run in a new subtransaction of the same top xid.
     let after: Vec<(MessageKind, Option<u32>)> = m
