@@ -301,6 +301,34 @@ impl PgCluster {
             .with_context(|| format!("no major version in {text:?}"))
     }
 
+    /// A client program (`pg_recvlogical`, `psql`, …) for this server: from its own bin
+    /// directory, else the newest system installation (the npm builds ship the server only;
+    /// the replication protocol lets an older client talk to a newer server).
+    pub fn client_program(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let own = self.bin.join(name);
+        if own.is_file() {
+            return Ok(own);
+        }
+        let mut system: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let major = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+                let program = e.path().join("bin").join(name);
+                program.is_file().then_some((major, program))
+            })
+            .collect();
+        system.sort();
+        system.pop().map(|(_, p)| p).with_context(|| {
+            format!(
+                "no {name} beside {} or under /usr/lib/postgresql/*/bin: install the \
+                 PostgreSQL client (apt-get install postgresql-client)",
+                self.bin.display()
+            )
+        })
+    }
+
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }

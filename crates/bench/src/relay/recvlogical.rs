@@ -9,10 +9,11 @@ use anyhow::Context;
 pub const SLOT: &str = "bench_recv";
 pub const LABEL: &str = "pg_recvlogical (to /dev/null)";
 
-/// From the slot's position to `end`; returns how long it took.
-pub fn drain(pg_bin: &Path, port: u16, db: &str, end: &str) -> anyhow::Result<Duration> {
+/// From the slot's position to `end`, with `program` (a `pg_recvlogical`); returns how long it
+/// took.
+pub fn drain(program: &Path, port: u16, db: &str, end: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let status = Command::new(pg_bin.join("pg_recvlogical"))
+    let status = Command::new(program)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
         .args(["-d", db, "--slot", SLOT, "--start", "--no-loop"])
         .args(["-E", end, "-f", "/dev/null"])

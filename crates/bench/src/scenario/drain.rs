@@ -32,7 +32,12 @@ impl Env {
 
         let cpu0 = postgres_cpu_ms(&self.pg.data_dir())?;
         let wal0 = self.current_lsn().await?;
-        let took = recvlogical::drain(self.pg.bin_dir(), self.pg.port(), &self.db.name, end)?;
+        let took = recvlogical::drain(
+            &self.pg.client_program("pg_recvlogical")?,
+            self.pg.port(),
+            &self.db.name,
+            end,
+        )?;
         rows.push(Row {
             scenario: scenario.to_owned(),
             relay: recvlogical::LABEL.into(),
