@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use outbox_testkit::{consume_until, PgConfig, StopMode, TansuStorage};
 use pgoutput::Lsn;
+use support::crash::spawn_raw;
 use support::*;
 
 const TOPIC: &str = "outbox.event.order";
@@ -315,5 +316,77 @@ async fn generated_key_columns_work_on_18_when_published_and_are_refused_otherwi
         stderr.contains("PostgreSQL 17 does not publish to logical replication"),
         "{stderr}"
     );
+    Ok(())
+}
+
+/// Logical decoding on a physical standby: from 16 on it works (the slot is created on the
+/// standby once the primary logs a running-transactions record); before, a clear refusal.
+async fn standby_of(env: &mut Env) -> anyhow::Result<outbox_testkit::PgCluster> {
+    env.client
+        .batch_execute("SELECT pg_create_physical_replication_slot('standby1', true)")
+        .await?;
+    let standby = env
+        .pg
+        .start_standby("standby1", &[("hot_standby_feedback", "on")])?;
+    env.client = env.db.connect().await?;
+    Ok(standby)
+}
+
+fn on_standby(env: &Env, standby: &outbox_testkit::PgCluster, args: &[String]) -> Vec<String> {
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={}",
+        standby.port(),
+        env.db.name
+    );
+    let mut args = args.to_vec();
+    let at = args
+        .iter()
+        .position(|a| a == "--postgres")
+        .expect("--postgres")
+        + 1;
+    args[at] = conn;
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoding_on_a_standby_works_from_16_and_is_refused_clearly_before() -> anyhow::Result<()> {
+    // 15: refused with what to do.
+    let mut env = env_on(15).await?;
+    env.setup().await?;
+    let standby = standby_of(&mut env).await?;
+    let (code, _, stderr) = tailer_cli(&on_standby(
+        &env,
+        &standby,
+        &env.run_args(&["--create-slot"]),
+    ))
+    .await?;
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("PostgreSQL 15 cannot decode on a standby"),
+        "{stderr}"
+    );
+    drop(standby);
+
+    // 16: setup creates the slot on the standby, run streams what the primary commits.
+    let mut env = env_on(16).await?;
+    env.setup().await?;
+    let standby = standby_of(&mut env).await?;
+    let setup_args = on_standby(&env, &standby, &db_args(&env, "setup", &[]));
+    let setup = tokio::spawn(async move { tailer_cli(&setup_args).await });
+    // A slot on a standby waits for the primary's next running-transactions record.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !setup.is_finished() {
+        tick.tick().await;
+        env.client
+            .batch_execute("SELECT pg_log_standby_snapshot()")
+            .await?;
+    }
+    let (code, stdout, stderr) = setup.await??;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let mut tailer = spawn_raw(&env, &on_standby(&env, &standby, &env.run_args(&[])))?;
+    let ids = write(&env, 5, "o-1").await?;
+    consume_ids(&env, &ids).await?;
+    let status = tailer.terminate()?;
+    assert_eq!(status.code(), Some(0), "{}", tailer.stderr());
     Ok(())
 }

@@ -16,6 +16,7 @@ mod mock;
 mod net;
 mod pg;
 mod process;
+mod standby;
 mod tansu;
 mod tls_front;
 

@@ -115,10 +115,10 @@ host    replication  all   127.0.0.1/32  trust
 /// A running (or stopped, restartable) PostgreSQL cluster owned by a test.
 #[derive(Debug)]
 pub struct PgCluster {
-    bin: PathBuf,
-    dir: TempDir,
-    port: u16,
-    running: bool,
+    pub(crate) bin: PathBuf,
+    pub(crate) dir: TempDir,
+    pub(crate) port: u16,
+    pub(crate) running: bool,
 }
 
 impl PgCluster {
@@ -199,7 +199,7 @@ impl PgCluster {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
     }
 
-    fn pg_ctl_start(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn pg_ctl_start(&mut self) -> anyhow::Result<()> {
         let out = as_postgres(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(self.data_dir())
@@ -284,7 +284,6 @@ impl PgCluster {
         self.running
     }
 
-    /// Directory holding the server binaries in use.
     /// The server's major version (from `postgres --version`).
     pub fn major(&self) -> anyhow::Result<u32> {
         let out = Command::new(self.bin.join("postgres"))
@@ -329,6 +328,7 @@ impl PgCluster {
         })
     }
 
+    /// Directory holding the server binaries in use.
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }
@@ -475,7 +475,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("chmod 600 {}", path.display()))
 }
 
-fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn append(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .append(true)

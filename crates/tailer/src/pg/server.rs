@@ -40,6 +40,37 @@ pub async fn check_version(client: &Client) -> Result<u32, TailerError> {
     Ok(major)
 }
 
+/// Decoding on a physical standby needs 16 or later; there, warn when the standby does not
+/// hold the primary back (`hot_standby_feedback`), which lets the primary remove catalog rows
+/// the slot needs and invalidates it (`rows_removed`).
+pub async fn check_standby(client: &Client, major: u32) -> Result<(), TailerError> {
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_is_in_recovery(), \
+                    pg_catalog.current_setting('hot_standby_feedback')",
+            &[],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading pg_is_in_recovery()", e))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(());
+    }
+    if major < 16 {
+        return Err(TailerError::Database(format!(
+            "PostgreSQL {major} cannot decode on a standby (logical decoding on standbys \
+             arrived in 16): point --postgres at the primary, or upgrade to 16 or later"
+        )));
+    }
+    if row.get::<_, String>(1) != "on" {
+        tracing::warn!(
+            "decoding on a standby without hot_standby_feedback: the primary may remove rows \
+             the slot needs and invalidate it (rows_removed); set hot_standby_feedback = on and \
+             a primary_slot_name on the standby"
+        );
+    }
+    Ok(())
+}
+
 /// The columns of the outbox table the tailer reads, as configured.
 fn read_columns(route: &RouteConfig) -> Vec<&str> {
     let mut cols = vec![

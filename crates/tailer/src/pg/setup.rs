@@ -271,7 +271,8 @@ fn check_slot_usable(s: &str, row: &Row) -> Result<(), TailerError> {
 /// Every check `run` makes before streaming; creates the slot only when `create_slot`.
 pub async fn preflight(config: &SourceConfig, create_slot: bool) -> Result<SlotState, TailerError> {
     let client = connect(config).await?;
-    crate::pg::server::check_version(&client).await?;
+    let major = crate::pg::server::check_version(&client).await?;
+    crate::pg::server::check_standby(&client, major).await?;
     check_wal_level(&client).await?;
     check_role(&client).await?;
     check_table(&client, config).await?;
@@ -287,7 +288,8 @@ pub async fn preflight(config: &SourceConfig, create_slot: bool) -> Result<SlotS
 pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
     let client = connect(config).await?;
     let mut report = SetupReport::default();
-    crate::pg::server::check_version(&client).await?;
+    let major = crate::pg::server::check_version(&client).await?;
+    crate::pg::server::check_standby(&client, major).await?;
     check_wal_level(&client).await?;
     check_table(&client, config).await?;
     let has_pub = exists(
