@@ -257,6 +257,11 @@ pub async fn run_into(options: &BenchOptions, out: &mut Option<Report>) -> anyho
     } else {
         options.relays.clone()
     };
+    // tansu has no Kafka transactions: the tailer refuses --exactly-once there.
+    let relays: Vec<RelayKind> = relays
+        .into_iter()
+        .filter(|r| !(*r == RelayKind::TailerExactlyOnce && options.broker == BrokerKind::Tansu))
+        .collect();
     let debezium_in = |kind: ScenarioKind| {
         options.debezium_scenarios.is_empty() || options.debezium_scenarios.contains(&kind)
     };

@@ -16,6 +16,11 @@ use clap::ValueEnum;
 pub enum RelayKind {
     /// outbox-tailer.
     Tailer,
+    /// outbox-tailer with `--exactly-once` (Kafka transactions; the mock cluster only: tansu
+    /// has no transactions).
+    TailerExactlyOnce,
+    /// outbox-tailer with idempotent resume off (`--resume-scan-records 0`): what resume costs.
+    TailerNoResume,
     /// Debezium 3.6.3 (embedded engine, Outbox Event Router, KafkaProducer), its defaults.
     Debezium,
     /// Debezium with the one tuned setting (see `debezium::TUNED`).
@@ -34,6 +39,8 @@ impl RelayKind {
     pub fn label(self) -> String {
         match self {
             RelayKind::Tailer => "outbox-tailer".into(),
+            RelayKind::TailerExactlyOnce => "outbox-tailer --exactly-once".into(),
+            RelayKind::TailerNoResume => "outbox-tailer, resume off".into(),
             RelayKind::Debezium => "Debezium 3.6.3 (defaults)".into(),
             RelayKind::DebeziumTuned => format!("Debezium 3.6.3 ({})", debezium::TUNED_LABEL),
             RelayKind::DebeziumEngine => "Debezium 3.6.3 engine alone (no Kafka)".into(),
@@ -46,6 +53,8 @@ impl RelayKind {
     pub fn slot(self) -> Option<&'static str> {
         match self {
             RelayKind::Tailer => Some("bench_tailer"),
+            RelayKind::TailerExactlyOnce => Some("bench_tailer_eos"),
+            RelayKind::TailerNoResume => Some("bench_tailer_noresume"),
             RelayKind::Debezium => Some("bench_debezium"),
             RelayKind::DebeziumTuned => Some("bench_debezium_tuned"),
             RelayKind::DebeziumEngine => Some("bench_debezium_engine"),
@@ -63,6 +72,15 @@ impl RelayKind {
     /// Whether the relay publishes to the broker (every one but the engine-alone diagnosis).
     pub fn publishes(self) -> bool {
         self != RelayKind::DebeziumEngine
+    }
+
+    /// The tailer's extra flags in this variant.
+    pub fn tailer_flags(self) -> &'static [&'static str] {
+        match self {
+            RelayKind::TailerExactlyOnce => &["--exactly-once"],
+            RelayKind::TailerNoResume => &["--resume-scan-records", "0"],
+            _ => &[],
+        }
     }
 
     pub fn is_polling(self) -> bool {

@@ -14,11 +14,13 @@ pub fn start(
     bootstrap: &str,
     slot: &str,
     broker: BrokerKind,
+    flags: &[&str],
 ) -> anyhow::Result<Running> {
     let mut cmd = Command::new(bin);
     cmd.args(["run", "--postgres", conn_str, "--brokers", bootstrap])
         .args(["--slot", slot, "--publication", "bench_pub"])
         .args(["--status-interval-ms", "100"])
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null());

@@ -106,13 +106,16 @@ impl Env {
 
     pub(crate) fn start_relay(&self, relay: RelayKind) -> anyhow::Result<Running> {
         match relay {
-            RelayKind::Tailer => tailer::start(
-                &self.tools.tailer_bin,
-                &self.db.conn_str(),
-                &self.bootstrap(),
-                relay.slot().unwrap_or_default(),
-                self.kind,
-            ),
+            RelayKind::Tailer | RelayKind::TailerExactlyOnce | RelayKind::TailerNoResume => {
+                tailer::start(
+                    &self.tools.tailer_bin,
+                    &self.db.conn_str(),
+                    &self.bootstrap(),
+                    relay.slot().unwrap_or_default(),
+                    self.kind,
+                    relay.tailer_flags(),
+                )
+            }
             RelayKind::PollClassic | RelayKind::PollTuned => poll::start(
                 &self.tools.tailer_bin,
                 relay,
