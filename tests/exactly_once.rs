@@ -101,7 +101,19 @@ async fn twenty_sigkills_leave_every_event_exactly_once() -> anyhow::Result<()> 
     );
     let log = tailer.stderr();
     assert!(log.contains("Kafka transactions ready"), "{log}");
-    drop(tailer);
+    // A clean stop commits the open Kafka transaction and confirms past the last event.
+    let last_commit = records
+        .iter()
+        .map(|r| position_of(r).0)
+        .max()
+        .expect("records");
+    let status = tailer.terminate()?;
+    assert_eq!(status.code(), Some(0), "{}", tailer.stderr());
+    let confirmed = env.confirmed_lsn().await?;
+    assert!(
+        confirmed > last_commit,
+        "SIGTERM confirmed {confirmed}, the last event's commit is at {last_commit}"
+    );
     Ok(())
 }
 

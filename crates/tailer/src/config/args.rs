@@ -254,17 +254,18 @@ pub struct RunArgs {
     pub transactional_id: Option<String>,
 
     /// --exactly-once: commit the Kafka transaction once it holds this many events
-    /// [default: 10000]. A PostgreSQL transaction is never split, so one may exceed it.
+    /// [default: 250000]. A PostgreSQL transaction is never split, so one may exceed it.
     #[arg(long, env = "OUTBOX_TRANSACTION_MAX_EVENTS")]
     pub transaction_max_events: Option<u64>,
 
     /// --exactly-once: commit once the Kafka transaction holds this many bytes
-    /// [default: 16777216].
+    /// [default: 268435456].
     #[arg(long, env = "OUTBOX_TRANSACTION_MAX_BYTES")]
     pub transaction_max_bytes: Option<u64>,
 
     /// --exactly-once: commit at the latest this many milliseconds after the Kafka
-    /// transaction's first event [default: 100].
+    /// transaction's first event [default: 100]; while catching up on a backlog (the newest
+    /// transaction received committed over 1 s ago), 50 times that.
     #[arg(long, env = "OUTBOX_TRANSACTION_MAX_MS")]
     pub transaction_max_ms: Option<u64>,
 

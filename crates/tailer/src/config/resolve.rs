@@ -274,12 +274,12 @@ impl RunArgs {
             max_events: positive(
                 "transaction_max_events",
                 self.transaction_max_events,
-                10_000,
+                250_000,
             )?,
             max_bytes: positive(
                 "transaction_max_bytes",
                 self.transaction_max_bytes,
-                16 << 20,
+                256 << 20,
             )?,
             max_wait: Duration::from_millis(positive(
                 "transaction_max_ms",

@@ -337,7 +337,7 @@ fn exactly_once_settings_need_the_mode_and_poll_refuses_it() {
     assert_eq!(t.id, None, "derived from the slot at start");
     assert_eq!(
         (t.max_events, t.max_bytes, t.max_wait),
-        (10_000, 16 << 20, std::time::Duration::from_millis(100))
+        (250_000, 256 << 20, std::time::Duration::from_millis(100))
     );
     let t = run_args(&[
         "--exactly-once",

@@ -23,6 +23,9 @@ use crate::relay::sink::{Ack, Sink};
 use crate::relay::source::{Source, SourceEvent};
 use crate::shutdown::Shutdown;
 
+/// How old the newest transaction received must be for the tailer to count as catching up.
+const CATCHING_UP_AFTER: Duration = Duration::from_secs(1);
+
 /// Counters of one run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -75,6 +78,9 @@ pub struct Pipeline<K: Sink> {
     /// Part of an abandoned transaction sits in the open Kafka transaction: it must be
     /// aborted, never committed.
     tainted: bool,
+    /// Commit time (Unix µs) of the newest transaction received, or the time of the last
+    /// keepalive between transactions: how far behind the stream is.
+    newest_commit_us: i64,
     pub stats: Stats,
 }
 
@@ -102,6 +108,7 @@ impl<K: Sink> Pipeline<K> {
             sent: start,
             ceiling: None,
             tainted: false,
+            newest_commit_us: i64::MAX,
             stats: Stats::default(),
         }
     }
@@ -169,7 +176,7 @@ impl<K: Sink> Pipeline<K> {
             let room = self.has_room();
             // A transactional sink commits between PostgreSQL transactions only.
             let commit_at = match self.assembler.in_transaction() {
-                false => self.sink.commit_deadline(),
+                false => self.sink.commit_deadline(self.catching_up()),
                 true => None,
             };
             tokio::select! {
@@ -223,6 +230,12 @@ impl<K: Sink> Pipeline<K> {
             self.confirm(source, lsn);
         }
         Ok(())
+    }
+
+    /// The newest transaction received committed more than [`CATCHING_UP_AFTER`] ago: the
+    /// tailer is draining a backlog.
+    fn catching_up(&self) -> bool {
+        now_us().saturating_sub(self.newest_commit_us) > CATCHING_UP_AFTER.as_micros() as i64
     }
 
     /// Pass a new durable LSN to the source and the metrics (no further than the last Kafka
@@ -288,6 +301,11 @@ impl<K: Sink> Pipeline<K> {
     }
 
     fn on_keepalive<S: Source>(&mut self, wal_end: Lsn, source: &mut S) {
+        // Between transactions a keepalive means the walsender has nothing more right now:
+        // caught up, whatever the last commit's age.
+        if !self.assembler.in_transaction() {
+            self.newest_commit_us = now_us();
+        }
         if let Some(lsn) = self.tracker.keepalive(wal_end) {
             if self.gate.is_some() && self.sink.all_committed() && !self.tainted {
                 self.gate = Some(lsn);
@@ -379,6 +397,7 @@ impl<K: Sink> Pipeline<K> {
         // Lag in seconds is measured from commit times: a unit without one leaves it alone.
         if let Some(time) = commit_time {
             let commit_us = time.unix_micros();
+            self.newest_commit_us = commit_us;
             self.metrics.received_transaction(commit_us);
             // A transaction without events confirms together with the one before it, so it
             // replaces that one's entry instead of queueing behind it.
@@ -465,6 +484,12 @@ impl<K: Sink> Pipeline<K> {
         }
         Ok(true)
     }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 async fn ceiling_rose(

@@ -222,8 +222,8 @@ impl Sink for KafkaSink {
         self.commit_batch(now).await
     }
 
-    fn commit_deadline(&self) -> Option<std::time::Instant> {
-        self.batch.as_ref().and_then(Batch::deadline)
+    fn commit_deadline(&self, catching_up: bool) -> Option<std::time::Instant> {
+        self.batch.as_ref().and_then(|b| b.deadline(catching_up))
     }
 
     fn all_committed(&self) -> bool {

@@ -63,8 +63,10 @@ pub trait Sink: Send {
         std::future::ready(Ok(true))
     }
 
-    /// When the open batch must be committed at the latest.
-    fn commit_deadline(&self) -> Option<Instant> {
+    /// When the open batch must be committed at the latest; later while `catching_up` on a
+    /// backlog, where fewer, larger commits keep the drain rate.
+    fn commit_deadline(&self, catching_up: bool) -> Option<Instant> {
+        let _ = catching_up;
         None
     }
 

@@ -23,6 +23,10 @@ use crate::config::TransactionConfig;
 use crate::error::{Action, TailerError};
 use crate::shutdown::Shutdown;
 
+/// How many times `--transaction-max-ms` a Kafka transaction may stay open while the tailer
+/// catches up on a backlog.
+pub const CATCHING_UP_WAIT: u32 = 50;
+
 /// How long one call into the transaction coordinator may take before it is tried again.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -67,9 +71,15 @@ impl Batch {
         self.events == 0
     }
 
-    /// When the open transaction must be committed at the latest.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.opened_at.map(|t| t + self.limits.max_wait)
+    /// When the open transaction must be committed at the latest: `max_wait` after its first
+    /// event, or [`CATCHING_UP_WAIT`] times that while the tailer catches up on a backlog
+    /// (then every commit, which waits for everything in flight, would stall the drain).
+    pub fn deadline(&self, catching_up: bool) -> Option<Instant> {
+        let wait = match catching_up {
+            true => self.limits.max_wait * CATCHING_UP_WAIT,
+            false => self.limits.max_wait,
+        };
+        self.opened_at.map(|t| t + wait)
     }
 
     /// The events or bytes limit is reached (checked between PostgreSQL transactions).
@@ -310,7 +320,7 @@ mod tests {
             max_wait: Duration::from_millis(100),
         };
         let mut batch = Batch::new(limits, "t".into());
-        assert!(batch.is_empty() && !batch.full() && batch.deadline().is_none());
+        assert!(batch.is_empty() && !batch.full() && batch.deadline(false).is_none());
         batch.events = 1;
         batch.bytes = 99;
         assert!(!batch.full());
