@@ -85,6 +85,17 @@ pub struct BenchOptions {
     /// Seconds of writes per live rate, instead of the default (30; smoke: 2).
     #[arg(long)]
     pub live_seconds: Option<u64>,
+
+    /// tansu's storage: `memory` (the default, fastest) or `sqlite` (durable, as a deployment
+    /// would run it; a killed producer's last batch is readable at once there).
+    #[arg(long, value_enum, default_value_t = TansuStore::Memory)]
+    pub tansu_storage: TansuStore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TansuStore {
+    Memory,
+    Sqlite,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -301,7 +312,7 @@ pub async fn run_into(options: &BenchOptions, out: &mut Option<Report>) -> anyho
             poll_window: std::time::Duration::from_secs(sizes.poll_window_seconds),
             live_grace: std::time::Duration::from_secs(sizes.live_grace_seconds),
         };
-        let env = scenario::Env::start(options.broker, &tools).await?;
+        let env = scenario::Env::start(options.broker, options.tansu_storage, &tools).await?;
         let rows = match kind {
             ScenarioKind::BacklogBatched => {
                 scenario::backlog(

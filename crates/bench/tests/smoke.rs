@@ -21,6 +21,7 @@ async fn smoke_run_measures_every_scenario_and_relay() -> anyhow::Result<()> {
         render: None,
         live_rates: Vec::new(),
         live_seconds: None,
+        tansu_storage: outbox_bench::TansuStore::Memory,
     };
     let report = outbox_bench::run(&options).await?;
     let throughput: Vec<_> = report

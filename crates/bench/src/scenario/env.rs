@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use outbox_testkit::{MockKafka, PgCluster, TansuBroker, TestDb};
+use outbox_testkit::{MockKafka, PgCluster, TansuBroker, TansuStorage, TestDb};
 use tempfile::TempDir;
 use tokio_postgres::Client;
 
@@ -49,7 +49,11 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn start(kind: BrokerKind, tools: &Tools) -> anyhow::Result<Env> {
+    pub async fn start(
+        kind: BrokerKind,
+        storage: crate::TansuStore,
+        tools: &Tools,
+    ) -> anyhow::Result<Env> {
         let pg = PgCluster::start().await?;
         let db = pg.create_database().await?;
         let client = db.connect().await?;
@@ -70,7 +74,11 @@ impl Env {
                 &[(ORDER_TOPIC, 3), (LIVE_TOPIC, 3)],
             )?),
             BrokerKind::Tansu => {
-                let t = TansuBroker::start().await?;
+                let t = TansuBroker::start_with(match storage {
+                    crate::TansuStore::Memory => TansuStorage::Memory,
+                    crate::TansuStore::Sqlite => TansuStorage::Sqlite,
+                })
+                .await?;
                 for topic in [ORDER_TOPIC, LIVE_TOPIC] {
                     outbox_testkit::create_topic(&t.bootstrap_servers(), topic, 3).await?;
                 }

@@ -23,35 +23,15 @@ use crate::relay::sink::{Ack, Sink};
 use crate::relay::source::{Source, SourceEvent};
 use crate::shutdown::Shutdown;
 
+mod kafka_txn;
+mod limits;
+mod waits;
+
+pub use limits::{Stats, StreamEnd, Window};
+use waits::{ceiling_rose, sleep_until};
+
 /// How old the newest transaction received must be for the tailer to count as catching up.
 const CATCHING_UP_AFTER: Duration = Duration::from_secs(1);
-
-/// Counters of one run.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub events_published: u64,
-    pub events_acked: u64,
-    pub dead_lettered: u64,
-    pub transactions: u64,
-    pub reconnects: u64,
-    /// Highest number of events in flight at once.
-    pub peak_in_flight: u64,
-}
-
-/// Why streaming stopped without an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamEnd {
-    Shutdown,
-    /// The source ended (`replay` reached the end of its range) between transactions.
-    Exhausted,
-}
-
-/// Limits of the in-flight window.
-#[derive(Debug, Clone, Copy)]
-pub struct Window {
-    pub max_events: u64,
-    pub max_bytes: u64,
-}
 
 /// State that survives reconnects: decoder caches are reset, acks and progress are kept.
 #[derive(Debug)]
@@ -232,12 +212,6 @@ impl<K: Sink> Pipeline<K> {
         Ok(())
     }
 
-    /// The newest transaction received committed more than [`CATCHING_UP_AFTER`] ago: the
-    /// tailer is draining a backlog.
-    fn catching_up(&self) -> bool {
-        now_us().saturating_sub(self.newest_commit_us) > CATCHING_UP_AFTER.as_micros() as i64
-    }
-
     /// Pass a new durable LSN to the source and the metrics (no further than the last Kafka
     /// commit, for a transactional sink).
     fn confirm<S: Source>(&mut self, source: Option<&mut S>, lsn: Lsn) {
@@ -340,54 +314,6 @@ impl<K: Sink> Pipeline<K> {
         Ok(())
     }
 
-    /// Transactional sink, between PostgreSQL transactions: commit the batch (when full, or
-    /// whenever `now`), then let confirms through up to the last transaction handed over.
-    async fn commit<S: Source>(
-        &mut self,
-        now: bool,
-        source: Option<&mut S>,
-    ) -> Result<(), TailerError> {
-        if self.gate.is_none() || self.tainted {
-            return Ok(());
-        }
-        if self.sink.commit(now).await? {
-            self.gate = Some(self.last_closed);
-            let durable = self.tracker.durable();
-            self.confirm(source, durable);
-        }
-        Ok(())
-    }
-
-    /// Transactional sink, nothing in flight: commit what was handed over whole, or abort the
-    /// batch when it holds part of an abandoned transaction or a commit failed (then
-    /// everything after the last commit is streamed and sent again).
-    pub async fn settle<S: Source>(&mut self, source: Option<&mut S>) -> Result<(), TailerError> {
-        if self.gate.is_none() {
-            return Ok(());
-        }
-        if !self.tainted && !self.sink.needs_abort() {
-            match self.commit(true, source).await {
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, "Kafka commit failed: aborting, sending again");
-                }
-                other => return other,
-            }
-        }
-        self.sink.abort().await?;
-        self.rewind();
-        Ok(())
-    }
-
-    /// After an abort: everything past the last commit counts as never sent.
-    fn rewind(&mut self) {
-        let gate = self.gate.unwrap_or(self.sent);
-        self.tracker = AckTracker::new(gate);
-        self.committed.clear();
-        self.last_closed = gate;
-        self.tainted = false;
-        self.update_in_flight();
-    }
-
     async fn on_commit<S: Source>(
         &mut self,
         end_lsn: Lsn,
@@ -456,63 +382,12 @@ impl<K: Sink> Pipeline<K> {
         self.assembler.reset();
         self.abandon_tracked();
     }
-
-    fn abandon_tracked(&mut self) {
-        if self.gate.is_some() && self.tracker.open_has_events() {
-            self.tainted = true;
-        }
-        self.tracker.abandon_open();
-    }
-
-    /// Wait for acks until nothing is in flight, confirming as they come, or until `deadline`.
-    /// Fails on a refused record. `source` is `None` when the connection is gone.
-    pub async fn drain<S: Source>(
-        &mut self,
-        mut source: Option<&mut S>,
-        deadline: Option<Instant>,
-        stop: Option<&mut Shutdown>,
-    ) -> Result<bool, TailerError> {
-        let mut stop = stop;
-        while self.tracker.in_flight_events() > 0 {
-            let ack = tokio::select! {
-                ack = self.acks.recv() => ack,
-                _ = sleep_until(deadline) => return Ok(false),
-                _ = stopped_or_pending(stop.as_deref_mut()) => return Ok(false),
-            };
-            let Some(ack) = ack else { return Ok(false) };
-            self.on_ack(ack, source.as_deref_mut())?;
-        }
-        Ok(true)
-    }
 }
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-async fn ceiling_rose(
-    ceiling: Option<&mut tokio::sync::watch::Receiver<u64>>,
-) -> Result<(), tokio::sync::watch::error::RecvError> {
-    match ceiling {
-        Some(c) => c.changed().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn stopped_or_pending(stop: Option<&mut Shutdown>) {
-    match stop {
-        Some(stop) => stop.requested().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]
