@@ -52,28 +52,8 @@ async fn twenty_sigkills_leave_every_event_exactly_once() -> anyhow::Result<()> 
     env.setup().await?;
     let mock = outbox_testkit::MockKafka::start_with_topics(1, &[(TOPIC, 3)])?;
     let args = run_on_mock(&env, &mock, &["--exactly-once"]);
-    let mut tailer = spawn_raw(&env, &args)?;
     let writer = Writer::start(&env);
-    for _ in 0..20 {
-        let before = env.confirmed_lsn().await?;
-        let written = writer.written();
-        wait_until(
-            Duration::from_secs(60),
-            "the tailer to commit and confirm more events",
-            || async {
-                Ok(writer.written() >= written + 20 && env.confirmed_lsn().await? > before)
-            },
-        )
-        .await?;
-        tailer.kill();
-        wait_until(
-            Duration::from_secs(30),
-            "the walsender to release the slot",
-            || async { Ok(walsender(&env).await?.is_none()) },
-        )
-        .await?;
-        tailer = spawn_raw(&env, &args)?;
-    }
+    let mut tailer = sigkill_cycles(&env, &args, &writer, 20, 20).await?;
     let ids = writer.finish().await?;
     let want: HashSet<String> = ids.iter().cloned().collect();
     let records = consume_until(

@@ -231,28 +231,8 @@ async fn sigkills_mid_stream_publish_nothing_twice() -> anyhow::Result<()> {
         .map(|s| s.to_string())
         .chain([mock.bootstrap_servers().to_owned()])
         .collect();
-    let mut tailer = spawn_raw(&env, &args)?;
     let writer = Writer::start(&env);
-    for _ in 0..5 {
-        let before = env.confirmed_lsn().await?;
-        let written = writer.written();
-        wait_until(
-            Duration::from_secs(60),
-            "the tailer to confirm more events",
-            || async {
-                Ok(writer.written() >= written + 30 && env.confirmed_lsn().await? > before)
-            },
-        )
-        .await?;
-        tailer.kill();
-        wait_until(
-            Duration::from_secs(30),
-            "the walsender to release the slot",
-            || async { Ok(walsender(&env).await?.is_none()) },
-        )
-        .await?;
-        tailer = spawn_raw(&env, &args)?;
-    }
+    let tailer = sigkill_cycles(&env, &args, &writer, 5, 30).await?;
     let ids = writer.finish().await?;
     let want: HashSet<String> = ids.iter().cloned().collect();
     let records = consume_until(mock.bootstrap_servers(), TOPIC, CONSUME_WITHIN, move |r| {

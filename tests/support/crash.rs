@@ -157,3 +157,37 @@ pub fn spawn_raw(env: &Env, args: &[String]) -> anyhow::Result<TailerProcess> {
         .spawn()?;
     Ok(TailerProcess { child, log })
 }
+
+/// `kills` times: wait until the writer committed `more` transactions and the slot moved,
+/// SIGKILL the tailer, wait for the walsender to let the slot go, and start it again with
+/// `args`. Returns the last tailer, still running.
+pub async fn sigkill_cycles(
+    env: &Env,
+    args: &[String],
+    writer: &Writer,
+    kills: usize,
+    more: usize,
+) -> anyhow::Result<TailerProcess> {
+    let mut tailer = spawn_raw(env, args)?;
+    for _ in 0..kills {
+        let before = env.confirmed_lsn().await?;
+        let written = writer.written();
+        super::wait_until(
+            Duration::from_secs(60),
+            "the tailer to confirm more events",
+            || async {
+                Ok(writer.written() >= written + more && env.confirmed_lsn().await? > before)
+            },
+        )
+        .await?;
+        tailer.kill();
+        super::wait_until(
+            Duration::from_secs(30),
+            "the walsender to release the slot",
+            || async { Ok(walsender(env).await?.is_none()) },
+        )
+        .await?;
+        tailer = spawn_raw(env, args)?;
+    }
+    Ok(tailer)
+}

@@ -188,11 +188,17 @@ impl PgCluster {
             port: 0,
             running: false,
         };
+        cluster.start_on_a_free_port()?;
+        Ok(cluster)
+    }
+
+    /// Start on a free port, trying another when one is taken meanwhile.
+    pub(crate) fn start_on_a_free_port(&mut self) -> anyhow::Result<()> {
         let mut last_err = None;
         for _ in 0..5 {
-            cluster.port = free_port().context("finding a free port")?;
-            match cluster.pg_ctl_start() {
-                Ok(()) => return Ok(cluster),
+            self.port = free_port().context("finding a free port")?;
+            match self.pg_ctl_start() {
+                Ok(()) => return Ok(()),
                 Err(e) => last_err = Some(e),
             }
         }

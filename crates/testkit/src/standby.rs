@@ -6,7 +6,6 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::net::free_port;
 use crate::pg::{append, PgCluster, StopMode};
 use crate::process::{hand_to_postgres, run_checked};
 
@@ -64,15 +63,8 @@ impl PgCluster {
             port: 0,
             running: false,
         };
-        let mut last_err = None;
-        for _ in 0..5 {
-            standby.port = free_port().context("finding a free port")?;
-            match standby.pg_ctl_start() {
-                Ok(()) => return Ok(standby),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("the standby did not start")))
+        standby.start_on_a_free_port()?;
+        Ok(standby)
     }
 
     /// Promote a standby to a primary (`pg_ctl promote`, waiting until it is done).

@@ -124,25 +124,9 @@ impl Batch {
     where
         C: rdkafka::producer::ProducerContext + 'static,
     {
-        if !self.open {
-            return Ok(());
-        }
-        loop {
-            match producer.commit_transaction(CALL_TIMEOUT) {
-                Ok(()) => {
-                    self.reset();
-                    return Ok(());
-                }
-                // A timeout may be retried with the same call.
-                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
-                    tracing::warn!(error = %e, "Kafka transaction commit timed out, retrying");
-                }
-                Err(e) => {
-                    self.failed = true;
-                    return Err(self.failed_call("committing a Kafka transaction", e));
-                }
-            }
-        }
+        let result = self.end(|| producer.commit_transaction(CALL_TIMEOUT), "committing");
+        self.failed = result.is_err();
+        result
     }
 
     /// Abort the open transaction (if any): nothing of it becomes visible to `read_committed`
@@ -151,19 +135,28 @@ impl Batch {
     where
         C: rdkafka::producer::ProducerContext + 'static,
     {
+        self.end(|| producer.abort_transaction(CALL_TIMEOUT), "aborting")
+    }
+
+    /// End the open transaction with `call`, which may be repeated after a timeout.
+    fn end(
+        &mut self,
+        call: impl Fn() -> Result<(), KafkaError>,
+        doing: &str,
+    ) -> Result<(), TailerError> {
         if !self.open {
             return Ok(());
         }
         loop {
-            match producer.abort_transaction(CALL_TIMEOUT) {
+            match call() {
                 Ok(()) => {
                     self.reset();
                     return Ok(());
                 }
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => {
-                    tracing::warn!(error = %e, "Kafka transaction abort timed out, retrying");
+                    tracing::warn!(error = %e, "{doing} a Kafka transaction timed out, retrying");
                 }
-                Err(e) => return Err(self.failed_call("aborting a Kafka transaction", e)),
+                Err(e) => return Err(self.failed_call(&format!("{doing} a Kafka transaction"), e)),
             }
         }
     }
