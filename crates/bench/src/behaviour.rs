@@ -208,14 +208,21 @@ async fn sigkill(
 ) -> anyhow::Result<()> {
     env.skip_to_now(relay).await?;
     let base = kafka::marks(&env.bootstrap(), ORDER_TOPIC, env.counting())?;
-    workload::write_backlog(
-        &env.client,
-        Backlog::Batched {
-            events,
-            batch: 100.min(events),
-        },
-    )
-    .await?;
+    let backlog = Backlog::Batched {
+        events,
+        batch: 100.min(events),
+    };
+    // On the mock cluster every relay drains a written backlog before half of it can be seen
+    // arriving: write it while the relay runs, 100 events every 20 ms, and kill mid-stream.
+    let writer = if env.is_mock() {
+        let client = env.db.connect().await?;
+        Some(tokio::spawn(async move {
+            workload::write_paced(&client, backlog, 20).await
+        }))
+    } else {
+        workload::write_backlog(&env.client, backlog).await?;
+        None
+    };
     let mut running = env.start_relay(relay)?;
     env.wait_records(
         relay,
@@ -227,6 +234,9 @@ async fn sigkill(
     )
     .await?;
     running.kill()?;
+    if let Some(writer) = writer {
+        writer.await??;
+    }
     let after = kafka::total(&kafka::marks(
         &env.bootstrap(),
         ORDER_TOPIC,

@@ -85,6 +85,26 @@ pub async fn write_backlog(client: &Client, backlog: Backlog) -> anyhow::Result<
     Ok(())
 }
 
+/// [`write_backlog`] paced: a pause of `pause_ms` after each transaction, so a relay running
+/// meanwhile is caught mid-stream (the behaviour scenario's SIGKILL on the mock cluster, which
+/// every relay drains faster than the harness can see half of a backlog arrive).
+pub async fn write_paced(client: &Client, backlog: Backlog, pause_ms: u64) -> anyhow::Result<()> {
+    let (txns, batch) = match backlog {
+        Backlog::Batched { events, batch } => (events / batch, batch),
+        Backlog::Single { txns } => (txns, 1),
+    };
+    let insert = rows("(t - 1) * b + 1", "t * b");
+    let pause = pause_ms as f64 / 1000.0;
+    client
+        .batch_execute(&format!(
+            "DO $$ DECLARE b bigint := {batch}; BEGIN
+               FOR t IN 1..{txns} LOOP {insert}; COMMIT; PERFORM pg_sleep({pause}); END LOOP;
+             END $$"
+        ))
+        .await?;
+    Ok(())
+}
+
 /// One transaction of `events` rows.
 pub async fn write_huge(client: &Client, events: u64) -> anyhow::Result<()> {
     client

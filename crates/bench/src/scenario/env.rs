@@ -105,6 +105,10 @@ impl Env {
         })
     }
 
+    pub(crate) fn is_mock(&self) -> bool {
+        self.kind == BrokerKind::Mock
+    }
+
     pub(crate) fn bootstrap(&self) -> String {
         match &self.broker {
             Broker::Mock(m) => m.bootstrap_servers().to_owned(),
