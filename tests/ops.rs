@@ -393,9 +393,11 @@ async fn metrics_move_as_events_flow() -> anyhow::Result<()> {
         "acks and the confirmed LSN in /metrics",
         || async {
             let m = scrape(&addr).await?;
+            // On 18 the confirm also waits for the publication guard's next check.
             Ok(sample(&m, "outbox_tailer_events_acked_total") == Some(10.0)
                 && sample(&m, "outbox_tailer_in_flight_events") == Some(0.0)
-                && sample(&m, "outbox_tailer_slot_checks_total").is_some_and(|v| v >= 1.0))
+                && sample(&m, "outbox_tailer_slot_checks_total").is_some_and(|v| v >= 1.0)
+                && sample(&m, "outbox_tailer_confirmed_lsn").is_some_and(|v| v > confirmed_before))
         },
     )
     .await?;

@@ -31,20 +31,34 @@ use crate::pg::slots::parse_lsn;
 /// The highest LSN the pipeline may confirm; `u64::MAX` when nothing needs guarding. The
 /// pipeline watches it, so what it held back is confirmed as soon as it rises.
 #[derive(Debug, Clone)]
-pub struct Ceiling(Arc<tokio::sync::watch::Sender<u64>>);
+pub struct Ceiling {
+    value: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Asks the guard for a check now (a clean stop wants its last confirm to count).
+    check_now: Arc<tokio::sync::Notify>,
+}
 
 impl Ceiling {
     /// Nothing may be confirmed until the guard's first check passed (or found it unneeded).
     pub fn closed() -> Self {
-        Ceiling(Arc::new(tokio::sync::watch::Sender::new(0)))
+        Ceiling {
+            value: Arc::new(tokio::sync::watch::Sender::new(0)),
+            check_now: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     pub fn get(&self) -> Lsn {
-        Lsn::from(*self.0.borrow())
+        Lsn::from(*self.value.borrow())
+    }
+
+    /// Wait until the ceiling reaches `lsn`, asking the guard to check at once.
+    pub async fn reach(&self, lsn: Lsn) {
+        let mut rx = self.value.subscribe();
+        self.check_now.notify_one();
+        let _ = rx.wait_for(|v| *v >= lsn.as_u64()).await;
     }
 
     fn set(&self, lsn: Lsn) {
-        self.0.send_if_modified(|v| {
+        self.value.send_if_modified(|v| {
             let changed = *v != lsn.as_u64();
             *v = lsn.as_u64();
             changed
@@ -53,7 +67,7 @@ impl Ceiling {
 
     /// Changes of the ceiling, for the pipeline.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.0.subscribe()
+        self.value.subscribe()
     }
 }
 
@@ -78,7 +92,10 @@ pub async fn guard(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = ceiling.check_now.notified() => {}
+        }
         if client.as_ref().is_none_or(Client::is_closed) {
             client = crate::pg::connect::connect(&config).await.ok();
         }

@@ -53,8 +53,8 @@ pub struct Pipeline<K: Sink> {
     last_closed: Lsn,
     /// The last LSN passed to the source.
     sent: Lsn,
-    /// The publication guard's bound on confirms (PostgreSQL 18+), if any.
-    ceiling: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The publication guard's bound on confirms (PostgreSQL 18+), if any, and its changes.
+    ceiling: Option<(Ceiling, tokio::sync::watch::Receiver<u64>)>,
     /// Part of an abandoned transaction sits in the open Kafka transaction: it must be
     /// aborted, never committed.
     tainted: bool,
@@ -101,7 +101,7 @@ impl<K: Sink> Pipeline<K> {
 
     /// Confirm no further than `ceiling` allows.
     pub fn with_ceiling(mut self, ceiling: &Ceiling) -> Self {
-        self.ceiling = Some(ceiling.watch());
+        self.ceiling = Some((ceiling.clone(), ceiling.watch()));
         self
     }
 
@@ -170,7 +170,7 @@ impl<K: Sink> Pipeline<K> {
                     return Ok(StreamEnd::Shutdown);
                 }
                 Some(ack) = self.acks.recv() => self.on_ack(ack, Some(&mut *source))?,
-                Ok(()) = ceiling_rose(self.ceiling.as_mut()), if self.ceiling.is_some() => {
+                Ok(()) = ceiling_rose(self.ceiling.as_mut().map(|(_, rx)| rx)), if self.ceiling.is_some() => {
                     // What the ceiling held back (the tracker's durable position is kept).
                     let durable = self.tracker.durable();
                     self.confirm(Some(&mut *source), durable);
@@ -216,8 +216,8 @@ impl<K: Sink> Pipeline<K> {
     /// commit, for a transactional sink).
     fn confirm<S: Source>(&mut self, source: Option<&mut S>, lsn: Lsn) {
         let mut lsn = self.gated(lsn);
-        if let Some(ceiling) = &self.ceiling {
-            lsn = lsn.min(Lsn::from(*ceiling.borrow()));
+        if let Some((ceiling, _)) = &self.ceiling {
+            lsn = lsn.min(ceiling.get());
         }
         if lsn <= self.sent {
             return;

@@ -211,7 +211,8 @@ async fn finish<K: Sink, S: Source>(
     let drained = pipeline
         .drain(Some(&mut source), Some(deadline - reserve), None)
         .await;
-    // Commit what was handed over whole (a transactional sink), within the same deadline.
+    // Commit what was handed over whole (a transactional sink), and confirm it, within the
+    // same deadline.
     let drained = match drained {
         Ok(true) => {
             match tokio::time::timeout_at(
@@ -220,7 +221,11 @@ async fn finish<K: Sink, S: Source>(
             )
             .await
             {
-                Ok(settled) => settled.map(|()| true),
+                Ok(Ok(())) => {
+                    pipeline.confirm_all(&mut source, deadline - reserve).await;
+                    Ok(true)
+                }
+                Ok(Err(e)) => Err(e),
                 Err(_) => Ok(false),
             }
         }

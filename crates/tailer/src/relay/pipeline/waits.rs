@@ -10,6 +10,24 @@ use crate::relay::source::Source;
 use crate::shutdown::Shutdown;
 
 impl<K: Sink> Pipeline<K> {
+    /// At a stop, nothing in flight: confirm everything acked (and committed), waiting by
+    /// `deadline` for the publication guard to verify it first (PostgreSQL 18+), so a clean
+    /// stop leaves nothing to re-send.
+    pub async fn confirm_all<S: Source>(&mut self, source: &mut S, deadline: Instant) {
+        let durable = self.durable();
+        if let Some((ceiling, _)) = &self.ceiling {
+            let verified = tokio::time::timeout_at(deadline.into(), ceiling.reach(durable)).await;
+            if verified.is_err() {
+                tracing::warn!(
+                    "shutdown timeout before the publication check: the last events are sent \
+                     again on restart"
+                );
+            }
+        }
+        let durable = self.tracker.durable();
+        self.confirm(Some(source), durable);
+    }
+
     /// Wait for acks until nothing is in flight, confirming as they come, or until `deadline`.
     /// Fails on a refused record. `source` is `None` when the connection is gone.
     pub async fn drain<S: Source>(
