@@ -37,6 +37,7 @@ fn record(topic: &str, n: u32) -> Record {
         payload: Some(Bytes::from(format!("{{\"n\":{n}}}"))),
         headers: Vec::new(),
         position: None,
+        timestamp_ms: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn record(n: u64) -> Record {
             (HEADER_SEQ.into(), Bytes::from("0")),
             (HEADER_SOURCE.into(), Bytes::from(SOURCE)),
         ],
+        timestamp_ms: None,
         position: Some(position),
     }
 }

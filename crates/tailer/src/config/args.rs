@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 use pgoutput::Lsn;
 use serde::{Deserialize, Serialize};
 
+use crate::config::route_args::RouteArgs;
 use crate::config::secret::Secret;
 use crate::config::settings::AfterPublish;
 
@@ -146,56 +147,9 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_LINGER_MS")]
     pub linger_ms: Option<u64>,
 
-    /// Topic template; `${column}` is replaced by that column's value, `${routedByValue}` by
-    /// the route-by column's [default: outbox.event.${routedByValue}].
-    #[arg(long, env = "OUTBOX_TOPIC")]
-    pub topic: Option<String>,
-
-    /// Column whose value routes the event [default: aggregatetype].
-    #[arg(long, env = "OUTBOX_ROUTE_BY")]
-    pub route_by: Option<String>,
-
-    /// Column used as the Kafka key [default: aggregateid].
-    #[arg(long, env = "OUTBOX_KEY_COLUMN")]
-    pub key_column: Option<String>,
-
-    /// Event id column, sent as header `id` [default: id].
-    #[arg(long, env = "OUTBOX_ID_COLUMN")]
-    pub id_column: Option<String>,
-
-    /// Event type column, sent as header `type` [default: type].
-    #[arg(long, env = "OUTBOX_TYPE_COLUMN")]
-    pub type_column: Option<String>,
-
-    /// Payload column (jsonb, json, text or bytea; bytes passed unchanged) [default: payload].
-    #[arg(long, env = "OUTBOX_PAYLOAD_COLUMN")]
-    pub payload_column: Option<String>,
-
-    /// Optional jsonb column whose object entries become headers [default: headers].
-    #[arg(long, env = "OUTBOX_HEADERS_COLUMN")]
-    pub headers_column: Option<String>,
-
-    /// Extra column sent as a header, `column` or `column:header-name` (repeatable; in the
-    /// environment comma-separated).
-    #[arg(
-        long = "header-column",
-        value_name = "COLUMN[:HEADER]",
-        env = "OUTBOX_HEADER_COLUMNS",
-        value_delimiter = ','
-    )]
-    #[serde(default)]
-    pub header_columns: Vec<String>,
-
-    /// Topic for rows that cannot be routed (NULL key, missing route value, too large).
-    /// Without it such a row stops the tailer.
-    #[arg(long, env = "OUTBOX_DEAD_LETTER_TOPIC")]
-    pub dead_letter_topic: Option<String>,
-
-    /// Largest record accepted, in bytes (key + value + headers) [default: 1000000]. Larger rows
-    /// are unroutable (dead-letter topic, or the tailer stops). Keep it at or below every
-    /// topic's `max.message.bytes` (broker default 1048588): see docs/operations.md.
-    #[arg(long, env = "OUTBOX_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub route: RouteArgs,
 
     /// Most events published but not yet acked [default: 20000].
     #[arg(long, env = "OUTBOX_MAX_IN_FLIGHT_EVENTS")]

@@ -11,6 +11,8 @@ pub mod command_line;
 pub mod file;
 pub mod kafka_safety;
 pub mod resolve;
+pub mod route_args;
+mod route_resolve;
 pub mod secret;
 pub mod settings;
 pub mod topic_template;

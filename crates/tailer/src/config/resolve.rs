@@ -10,10 +10,9 @@ use crate::config::command_line::Command;
 use crate::config::file::SettingsFile;
 use crate::config::kafka_safety;
 use crate::config::settings::{
-    is_reserved_header, AfterPublish, PollConfig, RouteConfig, SinkConfig, SlotThresholds,
-    SourceConfig, TailerConfig, TransactionConfig,
+    AfterPublish, PollConfig, SinkConfig, SlotThresholds, SourceConfig, TailerConfig,
+    TransactionConfig,
 };
-use crate::config::topic_template::TopicTemplate;
 use crate::error::TailerError;
 use crate::pg::names::{validate_ident, validate_slot, TableName};
 use crate::pg::tls::parse_conn_str;
@@ -117,10 +116,17 @@ impl RunArgs {
 
     /// Resolve arguments that already hold the file's values.
     pub fn settings(&self) -> Result<TailerConfig, TailerError> {
-        let route = self.route()?;
+        let route = self.route.settings()?;
+        let sink = self.sink()?;
+        if !route.position_headers && (sink.resume_scan > 0 || sink.transactions.is_some()) {
+            return Err(TailerError::Config(
+                "--debezium-headers-only drops the outbox-lsn/outbox-seq/outbox-source headers                  that idempotent resume and --exactly-once read back from Kafka: add                  --resume-scan-records 0 (and no --exactly-once) to accept re-sends after a                  crash as Debezium does, or keep the headers"
+                    .into(),
+            ));
+        }
         Ok(TailerConfig {
             source: self.db.settings()?,
-            sink: self.sink()?,
+            sink,
             max_in_flight_events: at_least_1(
                 "max_in_flight_events",
                 self.max_in_flight_events.unwrap_or(20_000),
@@ -156,41 +162,6 @@ impl RunArgs {
             replay_retention: Duration::from_secs(self.replay_retention_secs.unwrap_or(86_400)),
             route,
         })
-    }
-
-    fn route(&self) -> Result<RouteConfig, TailerError> {
-        let d = RouteConfig::default();
-        let mut header_columns = Vec::new();
-        for spec in &self.header_columns {
-            let (col, header) = spec.split_once(':').unwrap_or((spec, spec));
-            if col.is_empty() || header.is_empty() {
-                return Err(TailerError::Config(format!(
-                    "header column {spec:?}: expected `column` or `column:header-name`"
-                )));
-            }
-            if is_reserved_header(header) {
-                return Err(TailerError::Config(format!(
-                    "header column {spec:?}: `{header}` would shadow the tailer's own position \
-                     headers (names starting with `outbox-` are reserved): name it \
-                     `{col}:<another-header>`"
-                )));
-            }
-            header_columns.push((col.to_owned(), header.to_owned()));
-        }
-        let route = RouteConfig {
-            topic: or_default(&self.topic, &d.topic),
-            route_by: or_default(&self.route_by, &d.route_by),
-            key_column: or_default(&self.key_column, &d.key_column),
-            id_column: or_default(&self.id_column, &d.id_column),
-            type_column: or_default(&self.type_column, &d.type_column),
-            payload_column: or_default(&self.payload_column, &d.payload_column),
-            headers_column: or_default(&self.headers_column, &d.headers_column),
-            header_columns,
-            dead_letter_topic: self.dead_letter_topic.clone(),
-            max_message_bytes: self.max_message_bytes.unwrap_or(d.max_message_bytes),
-        };
-        TopicTemplate::parse(&route.topic)?;
-        Ok(route)
     }
 
     fn sink(&self) -> Result<SinkConfig, TailerError> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::route_args::RecordFormat;
 use crate::config::secret::is_secret_option;
 use crate::pg::names::TableName;
 use crate::pg::tls::PgTls;
@@ -71,29 +72,68 @@ pub fn is_reserved_header(name: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     pub topic: String,
+    /// Debezium's `route.topic.regex` over the route-by value (none: the value as it is).
+    pub topic_regex: Option<String>,
     pub route_by: String,
     pub key_column: String,
     pub id_column: String,
     pub type_column: String,
+    /// Named explicitly: a table without it is refused. By default a table without a `type`
+    /// column simply sends no `type` header.
+    pub type_column_required: bool,
     pub payload_column: String,
     pub headers_column: String,
     /// `(column, header name)`
     pub header_columns: Vec<(String, String)>,
+    /// `(column, field name)` beside the payload in a JSON object value.
+    pub envelope_fields: Vec<(String, String)>,
+    pub key_format: RecordFormat,
+    pub value_format: RecordFormat,
+    pub expand_json_payload: bool,
+    pub tombstone_on_empty_payload: bool,
+    pub timestamp: RecordTimestamp,
+    /// Debezium's `tracingspancontext` column (a Java properties text).
+    pub tracing_column: String,
+    pub tracing_column_required: bool,
+    /// The `outbox-*` position headers and `type` (off: only what Debezium sends).
+    pub position_headers: bool,
     pub dead_letter_topic: Option<String>,
     pub max_message_bytes: usize,
+}
+
+/// Where a record's timestamp comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordTimestamp {
+    /// The transaction's commit time (a polled row: its insert time; no commit: produce time).
+    Commit,
+    /// The time the record is handed to the producer.
+    Produce,
+    /// A timestamp, timestamptz or bigint (milliseconds) column.
+    Column(String),
 }
 
 impl Default for RouteConfig {
     fn default() -> Self {
         RouteConfig {
             topic: "outbox.event.${routedByValue}".into(),
+            topic_regex: None,
             route_by: "aggregatetype".into(),
             key_column: "aggregateid".into(),
             id_column: "id".into(),
             type_column: "type".into(),
+            type_column_required: false,
             payload_column: "payload".into(),
             headers_column: "headers".into(),
             header_columns: Vec::new(),
+            envelope_fields: Vec::new(),
+            key_format: RecordFormat::String,
+            value_format: RecordFormat::String,
+            expand_json_payload: false,
+            tombstone_on_empty_payload: false,
+            timestamp: RecordTimestamp::Commit,
+            tracing_column: "tracingspancontext".into(),
+            tracing_column_required: false,
+            position_headers: true,
             dead_letter_topic: None,
             max_message_bytes: 1_000_000,
         }

@@ -11,11 +11,20 @@ use std::sync::Arc;
 use bytes::Bytes;
 use pgoutput::{Message, Relation, RelationCache, TupleData, TupleValue};
 
+use crate::config::settings::RecordTimestamp;
 use crate::config::RouteConfig;
 use crate::error::TailerError;
 use crate::pg::names::TableName;
 
 const BYTEA_OID: u32 = 17;
+
+/// A column placed beside the payload (`--field-placement column:envelope:alias`).
+#[derive(Debug, Clone)]
+pub struct EnvelopeField {
+    pub index: usize,
+    pub alias: String,
+    pub type_oid: u32,
+}
 
 /// Where each role's column sits in the outbox relation.
 #[derive(Debug)]
@@ -23,11 +32,22 @@ pub struct OutboxLayout {
     pub id: usize,
     pub route_by: usize,
     pub key: usize,
-    pub event_type: usize,
+    /// None: the table has no `type` column (and none was named).
+    pub event_type: Option<usize>,
+    pub key_type: u32,
     pub payload: usize,
+    pub payload_type: u32,
     pub payload_is_bytea: bool,
     pub headers: Option<usize>,
     pub extra_headers: Vec<(usize, String)>,
+    /// Fields beside the payload in a JSON object value.
+    pub envelope: Vec<EnvelopeField>,
+    /// The record timestamp column and its type.
+    pub timestamp: Option<(usize, u32)>,
+    /// Debezium's `tracingspancontext`, and plain `traceparent`/`tracestate` columns.
+    pub tracing: Option<usize>,
+    pub traceparent: Option<usize>,
+    pub tracestate: Option<usize>,
     /// Column name → position, for `${column}` in the topic template.
     pub by_name: HashMap<String, usize>,
 }
@@ -56,15 +76,54 @@ impl OutboxLayout {
         for (col, header) in &route.header_columns {
             extra_headers.push((need(col, "--header-column")?, header.clone()));
         }
+        let mut envelope = Vec::new();
+        for (col, alias) in &route.envelope_fields {
+            let index = need(col, "--field-placement")?;
+            envelope.push(EnvelopeField {
+                index,
+                alias: alias.clone(),
+                type_oid: rel.columns[index].type_oid,
+            });
+        }
+        let optional = |col: &str, required: bool, flag: &str| {
+            if required {
+                need(col, flag).map(Some)
+            } else {
+                Ok(rel.column_index(col))
+            }
+        };
+        let timestamp = match &route.timestamp {
+            RecordTimestamp::Column(col) => {
+                let i = need(col, "--timestamp-column")?;
+                Some((i, rel.columns[i].type_oid))
+            }
+            _ => None,
+        };
+        let key = need(&route.key_column, "--key-column")?;
         Ok(OutboxLayout {
             id: need(&route.id_column, "--id-column")?,
             route_by: need(&route.route_by, "--route-by")?,
-            key: need(&route.key_column, "--key-column")?,
-            event_type: need(&route.type_column, "--type-column")?,
+            key,
+            key_type: rel.columns[key].type_oid,
+            event_type: optional(
+                &route.type_column,
+                route.type_column_required,
+                "--type-column",
+            )?,
             payload,
+            payload_type: rel.columns[payload].type_oid,
             payload_is_bytea: rel.columns[payload].type_oid == BYTEA_OID,
             headers: rel.column_index(&route.headers_column),
             extra_headers,
+            envelope,
+            timestamp,
+            tracing: optional(
+                &route.tracing_column,
+                route.tracing_column_required,
+                "--tracing-column",
+            )?,
+            traceparent: rel.column_index(crate::relay::route::trace::TRACEPARENT),
+            tracestate: rel.column_index(crate::relay::route::trace::TRACESTATE),
             by_name: rel
                 .columns
                 .iter()
@@ -234,6 +293,13 @@ fn envelope_layout(
         route.headers_column.clone(),
     ];
     names.extend(route.header_columns.iter().map(|(c, _)| c.clone()));
+    names.extend(route.envelope_fields.iter().map(|(c, _)| c.clone()));
+    if let RecordTimestamp::Column(col) = &route.timestamp {
+        names.push(col.clone());
+    }
+    if route.tracing_column_required {
+        names.push(route.tracing_column.clone());
+    }
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
     let rel = Relation {

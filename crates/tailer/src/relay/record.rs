@@ -23,6 +23,8 @@ pub struct Record {
     /// Where the event sits in the WAL (its `outbox-lsn` and `outbox-seq` headers); none for
     /// a polled row, which has no WAL position.
     pub position: Option<EventPosition>,
+    /// The record's timestamp, ms since the Unix epoch (`None`: when it is produced).
+    pub timestamp_ms: Option<i64>,
 }
 
 /// An event's place in the stream: unique per event, and growing in publishing order.

@@ -12,11 +12,17 @@
 use bytes::Bytes;
 use pgoutput::{Lsn, PgTimestamp, TupleValue};
 
+use crate::config::settings::RecordTimestamp;
 use crate::config::settings::{is_reserved_header, RESERVED_HEADER_PREFIX};
 use crate::config::topic_template::{Segment, TopicTemplate};
 use crate::config::RouteConfig;
 use crate::error::TailerError;
 use crate::relay::decode::OutboxRow;
+
+mod format;
+mod jackson;
+mod timestamp;
+pub mod trace;
 pub use crate::relay::record::{
     EventPosition, Record, HEADER_COMMIT_TIME, HEADER_ERROR, HEADER_ID, HEADER_LSN, HEADER_SEQ,
     HEADER_SOURCE, HEADER_TYPE, HEADER_XID,
@@ -51,15 +57,24 @@ pub struct Unroutable {
 pub struct Router {
     config: RouteConfig,
     template: TopicTemplate,
+    /// `route.topic.regex`, anchored to match the whole route-by value.
+    topic_regex: Option<regex::Regex>,
     source: Option<Bytes>,
 }
 
 impl Router {
     pub fn new(config: RouteConfig) -> Result<Self, TailerError> {
         let template = TopicTemplate::parse(&config.topic)?;
+        let topic_regex = match &config.topic_regex {
+            None => None,
+            Some(r) => Some(regex::Regex::new(&format!("^(?:{r})$")).map_err(|e| {
+                TailerError::Config(format!("route_topic_regex {r:?} does not compile: {e}"))
+            })?),
+        };
         Ok(Router {
             config,
             template,
+            topic_regex,
             source: None,
         })
     }
@@ -92,17 +107,24 @@ impl Router {
         let Some(key) = bytes(row, layout.key) else {
             return unroutable(format!("key column `{}` is NULL", self.config.key_column));
         };
+        let key = format::key(self.config.key_format, layout.key_type, key);
         let topic = self.topic(row)?;
-        let payload = payload(row)?;
+        let payload = format::value(&self.config, row, payload(row)?);
         let mut headers = vec![(HEADER_ID.to_owned(), id)];
         self.user_headers(row, &mut headers)?;
-        self.push_position(&mut headers, txn, seq);
+        if let Some(trace) = self.trace_headers(row) {
+            headers.extend(trace);
+        }
+        if self.config.position_headers {
+            self.push_position(&mut headers, txn, seq);
+        }
         let record = Record {
             topic,
             key: Some(key),
             payload,
             headers,
             position: position_of(txn, seq),
+            timestamp_ms: self.timestamp(row, txn),
         };
         if record.size() > self.config.max_message_bytes {
             return unroutable(format!(
@@ -117,6 +139,27 @@ impl Router {
     /// The topic template filled in from the row.
     fn topic(&self, row: &OutboxRow) -> Result<String, Unroutable> {
         let layout = &row.layout;
+        let routed = text(row, layout.route_by).filter(|v| !v.is_empty());
+        let no_route = || {
+            format!(
+                "route-by column `{}` is NULL or empty",
+                self.config.route_by
+            )
+        };
+        // Debezium's `route.topic.regex`: the template applies only when the regex matches
+        // the whole value, and its groups fill the template; otherwise the topic is the value.
+        let groups = match &self.topic_regex {
+            None => None,
+            Some(regex) => {
+                let value = routed
+                    .clone()
+                    .ok_or_else(|| Unroutable { reason: no_route() })?;
+                match regex.captures(&value) {
+                    None => return self.checked_topic(value),
+                    Some(caps) => Some(group_values(regex, &caps)),
+                }
+            }
+        };
         let mut topic = String::new();
         for seg in self.template.segments() {
             let value = match seg {
@@ -124,25 +167,28 @@ impl Router {
                     topic.push_str(s);
                     continue;
                 }
-                Segment::RoutedBy => text(row, layout.route_by)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| {
-                        format!(
-                            "route-by column `{}` is NULL or empty",
-                            self.config.route_by
-                        )
-                    }),
-                Segment::Column(name) => layout
-                    .by_name
-                    .get(name)
-                    .and_then(|i| text(row, *i))
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| {
-                        format!("topic template column `{name}` is missing, NULL or empty")
-                    }),
+                Segment::RoutedBy => match groups.as_ref().and_then(|g| g.get("routedByValue")) {
+                    Some(group) => Ok(group.clone()),
+                    None => routed.clone().ok_or_else(no_route),
+                },
+                Segment::Column(name) => match groups.as_ref().and_then(|g| g.get(name)) {
+                    Some(group) => Ok(group.clone()),
+                    None => layout
+                        .by_name
+                        .get(name)
+                        .and_then(|i| text(row, *i))
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| {
+                            format!("topic template column `{name}` is missing, NULL or empty")
+                        }),
+                },
             };
             topic.push_str(&value.map_err(|reason| Unroutable { reason })?);
         }
+        self.checked_topic(topic)
+    }
+
+    fn checked_topic(&self, topic: String) -> Result<String, Unroutable> {
         if !valid_topic(&topic) {
             return unroutable(format!(
                 "topic {topic:?} is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
@@ -158,8 +204,10 @@ impl Router {
         headers: &mut Vec<(String, Bytes)>,
     ) -> Result<(), Unroutable> {
         let layout = &row.layout;
-        if let Some(t) = bytes(row, layout.event_type) {
-            headers.push((HEADER_TYPE.to_owned(), t));
+        if self.config.position_headers {
+            if let Some(t) = layout.event_type.and_then(|i| bytes(row, i)) {
+                headers.push((HEADER_TYPE.to_owned(), t));
+            }
         }
         for (idx, name) in &layout.extra_headers {
             if let Some(v) = bytes(row, *idx) {
@@ -247,7 +295,7 @@ impl Router {
         if let Some(id) = bytes(row, layout.id) {
             headers.push((HEADER_ID.to_owned(), id));
         }
-        if let Some(t) = bytes(row, layout.event_type) {
+        if let Some(t) = layout.event_type.and_then(|i| bytes(row, i)) {
             headers.push((HEADER_TYPE.to_owned(), t));
         }
         headers.push((HEADER_ERROR.to_owned(), Bytes::from(reason.to_owned())));
@@ -258,12 +306,29 @@ impl Router {
             payload: bytes(row, layout.payload),
             headers,
             position: position_of(txn, seq),
+            timestamp_ms: self.timestamp(row, txn),
         };
         if record.size() > self.config.max_message_bytes {
             record.payload = None;
         }
         Some(record)
     }
+}
+
+/// A regex match's groups by name and by number (`0` is the whole value).
+fn group_values(
+    regex: &regex::Regex,
+    caps: &regex::Captures<'_>,
+) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for (i, name) in regex.capture_names().enumerate() {
+        let value = caps.get(i).map_or("", |m| m.as_str()).to_owned();
+        if let Some(name) = name {
+            out.insert(name.to_owned(), value.clone());
+        }
+        out.insert(i.to_string(), value);
+    }
+    out
 }
 
 fn unroutable<T>(reason: String) -> Result<T, Unroutable> {
@@ -291,6 +356,43 @@ fn position_of(txn: &TxnPosition, seq: u32) -> Option<EventPosition> {
 }
 
 impl Router {
+    /// `traceparent`/`tracestate` from the tracing column, else from plain columns.
+    fn trace_headers(&self, row: &OutboxRow) -> Option<Vec<(String, Bytes)>> {
+        let layout = &row.layout;
+        let (parent, state) = match layout.tracing.and_then(|i| text(row, i)) {
+            Some(props) => trace::from_properties(&props),
+            None => (
+                layout.traceparent.and_then(|i| text(row, i)),
+                layout.tracestate.and_then(|i| text(row, i)),
+            ),
+        };
+        let given = parent.is_some();
+        let headers = trace::headers(parent, state);
+        if given && headers.is_none() {
+            tracing::warn!(
+                event_id = %Self::event_id(row),
+                "the event's traceparent is not a valid W3C trace context; sent without trace \
+                 headers"
+            );
+        }
+        headers
+    }
+
+    /// The record's timestamp in ms since the Unix epoch (`None`: the producer's clock).
+    fn timestamp(&self, row: &OutboxRow, txn: &TxnPosition) -> Option<i64> {
+        let commit = txn.commit_time.map(|t| t.unix_micros().div_euclid(1000));
+        match &self.config.timestamp {
+            RecordTimestamp::Produce => None,
+            RecordTimestamp::Commit => commit,
+            RecordTimestamp::Column(_) => {
+                let (i, _) = row.layout.timestamp?;
+                // A NULL or unreadable value falls back to the commit time, as Debezium
+                // falls back to its event time.
+                text(row, i).and_then(|t| timestamp::millis(&t)).or(commit)
+            }
+        }
+    }
+
     /// Position headers. A polled row has no WAL position (commit LSN 0/0): it gets only its
     /// index in the poll batch and its insert time.
     fn push_position(&self, headers: &mut Vec<(String, Bytes)>, txn: &TxnPosition, seq: u32) {
@@ -353,5 +455,7 @@ fn decode_bytea_hex(raw: &[u8]) -> Option<Bytes> {
         .map(Bytes::from)
 }
 
+#[cfg(test)]
+mod debezium_tests;
 #[cfg(test)]
 mod tests;

@@ -275,6 +275,9 @@ impl Sink for KafkaSink {
         if let Some(k) = &record.key {
             base = base.key(k.as_ref());
         }
+        if let Some(ts) = record.timestamp_ms {
+            base = base.timestamp(ts);
+        }
         if let Some(p) = &record.payload {
             base = base.payload(p.as_ref());
         }
