@@ -7,7 +7,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{
-    Command, CommandLine, LogFormat, PeekArgs, ReplayArgs, ReplayTarget, SetupArgs, StatusArgs,
+    Command, CommandLine, ImportDebeziumArgs, LogFormat, PeekArgs, ReplayArgs, ReplayTarget,
+    SetupArgs, StatusArgs,
 };
 use crate::error::TailerError;
 
@@ -95,6 +96,26 @@ async fn dispatch(command: Command) -> Result<(), TailerError> {
             crate::poll::poll(config, poll, shutdown_signal())
                 .await
                 .map(|_| ())
+        }
+        Command::ImportDebezium(args) => import_debezium(&args),
+    }
+}
+
+fn import_debezium(args: &ImportDebeziumArgs) -> Result<(), TailerError> {
+    use crate::ops::import_debezium;
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| TailerError::Config(format!("cannot read {}: {e}", args.file.display())))?;
+    let imported = import_debezium::import(&import_debezium::parse(&text)?)?;
+    for (key, why) in &imported.unsupported {
+        tracing::warn!("not honoured: {key}: {why}");
+    }
+    let toml = import_debezium::render(&imported, &args.file.display().to_string());
+    match &args.output {
+        Some(path) => std::fs::write(path, toml)
+            .map_err(|e| TailerError::Config(format!("cannot write {}: {e}", path.display()))),
+        None => {
+            print!("{toml}");
+            Ok(())
         }
     }
 }

@@ -44,4 +44,18 @@ pub enum Command {
     /// published (or delete them). A baseline, and a fallback where logical replication is not
     /// available; needs the `seq` and `published_at` columns (migrations/0003).
     Poll(Box<PollArgs>),
+    /// Convert a Debezium PostgreSQL connector configuration (Kafka Connect's JSON, or a
+    /// `.properties` file) with the Outbox Event Router into a TOML file for `--config`,
+    /// listing every option it cannot honour; unknown options are refused by name.
+    ImportDebezium(ImportDebeziumArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportDebeziumArgs {
+    /// The connector configuration: JSON (`{"name":…,"config":{…}}` or the config map) or
+    /// `.properties`.
+    pub file: std::path::PathBuf,
+    /// Write the TOML here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
 }

@@ -38,6 +38,9 @@ impl std::fmt::Debug for SettingsFile {
     }
 }
 
+/// The command whose arguments are not settings (it writes a settings file).
+pub const NOT_SETTINGS: &str = "import-debezium";
+
 /// Every key a file may hold: the ids of every argument of every command, but for the
 /// deliberately command-line-only ones.
 pub fn known_keys() -> BTreeSet<String> {
@@ -49,7 +52,9 @@ pub fn known_keys() -> BTreeSet<String> {
             }
         }
         for sub in cmd.get_subcommands() {
-            walk(sub, keys);
+            if sub.get_name() != NOT_SETTINGS {
+                walk(sub, keys);
+            }
         }
     }
     let mut keys = BTreeSet::new();

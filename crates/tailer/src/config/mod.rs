@@ -9,6 +9,7 @@
 pub mod args;
 pub mod command_line;
 pub mod file;
+pub mod java_properties;
 pub mod kafka_safety;
 pub mod resolve;
 pub mod route_args;
@@ -24,7 +25,7 @@ pub use args::{
     DatabaseArgs, LogFormat, PeekArgs, PollArgs, ReplayArgs, ReplayTarget, RunArgs, SetupArgs,
     StatusArgs, ThresholdArgs,
 };
-pub use command_line::{Command, CommandLine};
+pub use command_line::{Command, CommandLine, ImportDebeziumArgs};
 pub use resolve::PeekSettings;
 pub use secret::Secret;
 pub use settings::{
