@@ -404,3 +404,77 @@ async fn message_envelopes_follow_the_configured_column_names() -> anyhow::Resul
     tailer.stop().await?;
     Ok(())
 }
+
+/// A Debezium JsonConverter deployment's records, and the writer's trace context carried to
+/// the consumer: the writer library stores it, the tailer turns it into W3C headers, the
+/// record's timestamp is the commit time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_records_carry_the_writers_trace_context_and_commit_time() -> anyhow::Result<()> {
+    use outbox_app::writer::{NewEvent, OutboxWriter, TraceContext};
+
+    let env = env().await?;
+    env.setup().await?;
+    let tailer = spawn_in_process(env.config(&[
+        "--key-format",
+        "json",
+        "--value-format",
+        "json",
+        "--field-placement",
+        "type:envelope:eventType",
+    ]));
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let trace = TraceContext::new(traceparent, Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"))?;
+    let writer = OutboxWriter::default();
+    let mut client = env.db.connect().await?;
+    let tx = client.transaction().await?;
+    let traced = writer
+        .emit(
+            &tx,
+            &NewEvent::new(
+                "order",
+                "o-1",
+                "OrderCreated",
+                json!({"total": 12.5, "note": "a\"b"}),
+            )
+            .with_trace(trace.clone()),
+        )
+        .await?;
+    let plain = writer
+        .emit(&tx, &NewEvent::new("order", "o-2", "OrderPaid", json!({})))
+        .await?;
+    tx.commit().await?;
+
+    let records = env.consume("outbox.event.order", 2).await?;
+    let by_id = |id: uuid::Uuid| {
+        records
+            .iter()
+            .find(|r| r.header("id") == Some(id.to_string().as_str()))
+            .expect("the event arrived")
+    };
+    let r = by_id(traced);
+    assert_eq!(r.key.as_deref(), Some(&b"\"o-1\""[..]), "a JSON string key");
+    assert_eq!(
+        std::str::from_utf8(r.payload.as_deref().unwrap())?,
+        r#"{"payload":"{\"note\": \"a\\\"b\", \"total\": 12.5}","eventType":"OrderCreated"}"#,
+        "the jsonb text as a JSON string beside the placed field"
+    );
+    assert_eq!(r.header("traceparent"), Some(traceparent));
+    assert_eq!(
+        r.header("traceparent").map(|p| &p[3..35]),
+        Some(trace.trace_id()),
+        "the consumer continues the writer's trace"
+    );
+    assert_eq!(
+        r.header("tracestate"),
+        Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+    );
+    let commit_header: i64 = r.header("outbox-commit-time-us").unwrap().parse()?;
+    assert_eq!(
+        r.timestamp,
+        Some(commit_header / 1000),
+        "record time = commit time"
+    );
+    assert!(by_id(plain).header("traceparent").is_none());
+    tailer.stop().await?;
+    Ok(())
+}

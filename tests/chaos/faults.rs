@@ -30,7 +30,10 @@ impl ChaosTailer {
     pub fn start(env: &Env) -> anyhow::Result<ChaosTailer> {
         let mut tailer = ChaosTailer {
             child: None,
-            args: env.run_args(&[]),
+            // Produce-time timestamps: the verdict tells a relay's re-send (a new CreateTime)
+            // from the producer's own retry (the same one); commit-time timestamps, the
+            // default, are the same on every copy.
+            args: env.run_args(&["--record-timestamp", "produce"]),
             log: env.pg.socket_dir().join("chaos-tailer.log"),
             unexpected_exits: Vec::new(),
         };

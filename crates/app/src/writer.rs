@@ -45,6 +45,82 @@ pub struct NewEvent {
     pub payload: Value,
     /// Extra record headers: a JSON object, or `None`.
     pub headers: Option<Value>,
+    /// The writer's trace context, stored in the `tracingspancontext` column as Debezium
+    /// stores it; the tailer sends it on as W3C `traceparent`/`tracestate` headers.
+    pub trace: Option<TraceContext>,
+}
+
+/// The column [`TraceContext`] is stored in: Debezium's name, so either relay reads it.
+pub const TRACING_COLUMN: &str = "tracingspancontext";
+
+/// A W3C trace context (<https://www.w3.org/TR/trace-context/>) to carry across the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    traceparent: String,
+    tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// From the `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`) and
+    /// `tracestate` values of the caller's current span.
+    pub fn new(traceparent: &str, tracestate: Option<&str>) -> Result<TraceContext> {
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        let hex = |p: &str, n: usize| {
+            p.len() == n
+                && p.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let valid = parts.len() == 4
+            && hex(parts[0], 2)
+            && hex(parts[1], 32)
+            && hex(parts[2], 16)
+            && hex(parts[3], 2)
+            && parts[1].bytes().any(|b| b != b'0')
+            && parts[2].bytes().any(|b| b != b'0');
+        if !valid {
+            return Err(AppError::InvalidConfig(
+                "traceparent is not a W3C trace context (00-<32 hex>-<16 hex>-<2 hex>)".into(),
+            ));
+        }
+        Ok(TraceContext {
+            traceparent: traceparent.to_owned(),
+            tracestate: tracestate.filter(|s| !s.is_empty()).map(str::to_owned),
+        })
+    }
+
+    /// From the map an OpenTelemetry propagator injects into (`TextMapPropagator::inject`
+    /// on a `HashMap<String, String>`).
+    pub fn from_carrier(
+        carrier: &std::collections::HashMap<String, String>,
+    ) -> Result<TraceContext> {
+        let parent = carrier
+            .get("traceparent")
+            .ok_or_else(|| AppError::InvalidConfig("the carrier holds no traceparent".into()))?;
+        TraceContext::new(parent, carrier.get("tracestate").map(String::as_str))
+    }
+
+    pub fn traceparent(&self) -> &str {
+        &self.traceparent
+    }
+
+    /// The 32-hex-digit trace id.
+    pub fn trace_id(&self) -> &str {
+        &self.traceparent[3..35]
+    }
+
+    /// The column's text, as Java's `Properties.store` writes it (`=` and `:` escaped).
+    pub fn to_properties(&self) -> String {
+        let escape = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('=', "\\=")
+                .replace(':', "\\:")
+        };
+        let mut out = format!("traceparent={}\n", self.traceparent);
+        if let Some(state) = &self.tracestate {
+            out.push_str(&format!("tracestate={}\n", escape(state)));
+        }
+        out
+    }
 }
 
 impl NewEvent {
@@ -62,7 +138,14 @@ impl NewEvent {
             event_type: event_type.into(),
             payload,
             headers: None,
+            trace: None,
         }
+    }
+
+    /// Carry the caller's trace context to the consumer.
+    pub fn with_trace(mut self, trace: TraceContext) -> NewEvent {
+        self.trace = Some(trace);
+        self
     }
 
     /// Use this id instead of a generated one (e.g. to make a retry idempotent).
@@ -304,6 +387,8 @@ pub struct OutboxWriter {
     columns: OutboxColumns,
     insert_one: String,
     insert_many: String,
+    insert_one_traced: String,
+    insert_many_traced: String,
 }
 
 impl OutboxWriter {
@@ -318,6 +403,14 @@ impl OutboxWriter {
         let t = table.quoted();
         let c = columns.quoted();
         Ok(OutboxWriter {
+            insert_one_traced: format!(
+                "INSERT INTO {t} ({c}, \"{TRACING_COLUMN}\") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ),
+            insert_many_traced: format!(
+                "INSERT INTO {t} ({c}, \"{TRACING_COLUMN}\") \
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                 $5::jsonb[], $6::jsonb[], $7::text[])"
+            ),
             insert_one: format!("INSERT INTO {t} ({c}) VALUES ($1, $2, $3, $4, $5, $6)"),
             // unnest keeps array order, so rows reach the WAL in the order given.
             insert_many: format!(
@@ -342,19 +435,27 @@ impl OutboxWriter {
     pub async fn emit(&self, tx: &Transaction<'_>, event: &NewEvent) -> Result<Uuid> {
         event.check_headers()?;
         let id = event.id_or_new();
-        tx.execute(
-            &self.insert_one,
-            &[
-                &id,
-                &event.aggregate_type,
-                &event.aggregate_id,
-                &event.event_type,
-                &event.payload,
-                &event.stored_headers(),
-            ],
-        )
-        .await
-        .map_err(AppError::pg("inserting an outbox event"))?;
+        let headers = event.stored_headers();
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &id,
+            &event.aggregate_type,
+            &event.aggregate_id,
+            &event.event_type,
+            &event.payload,
+            &headers,
+        ];
+        // Only a traced event names the column, so tables without it keep working.
+        let trace = event.trace.as_ref().map(TraceContext::to_properties);
+        let sql = match &trace {
+            Some(t) => {
+                params.push(t);
+                &self.insert_one_traced
+            }
+            None => &self.insert_one,
+        };
+        tx.execute(sql, &params)
+            .await
+            .map_err(AppError::pg("inserting an outbox event"))?;
         Ok(id)
     }
 
@@ -371,19 +472,26 @@ impl OutboxWriter {
         let column = |f: fn(&NewEvent) -> &String| events.iter().map(f).collect::<Vec<_>>();
         let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
         let headers: Vec<Option<&Value>> = events.iter().map(NewEvent::stored_headers).collect();
-        tx.execute(
-            &self.insert_many,
-            &[
-                &ids,
-                &column(|e| &e.aggregate_type),
-                &column(|e| &e.aggregate_id),
-                &column(|e| &e.event_type),
-                &payloads,
-                &headers,
-            ],
-        )
-        .await
-        .map_err(AppError::pg("inserting outbox events"))?;
+        let (types, keys, kinds) = (
+            column(|e| &e.aggregate_type),
+            column(|e| &e.aggregate_id),
+            column(|e| &e.event_type),
+        );
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&ids, &types, &keys, &kinds, &payloads, &headers];
+        let traces: Vec<Option<String>> = events
+            .iter()
+            .map(|e| e.trace.as_ref().map(TraceContext::to_properties))
+            .collect();
+        let sql = if traces.iter().any(Option::is_some) {
+            params.push(&traces);
+            &self.insert_many_traced
+        } else {
+            &self.insert_many
+        };
+        tx.execute(sql, &params)
+            .await
+            .map_err(AppError::pg("inserting outbox events"))?;
         Ok(ids)
     }
 }

@@ -19,8 +19,9 @@ pub struct KafkaRecord {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
-    /// The producer's CreateTime in ms: a copy the producer retried keeps it, a copy sent
-    /// again by a restarted relay gets a new one.
+    /// The record's CreateTime in ms. With the tailer's `--record-timestamp produce`, a copy
+    /// the producer retried keeps it and a copy sent again by a restarted relay gets a new
+    /// one; by default it is the commit time, the same on every copy.
     pub timestamp: Option<i64>,
 }
 
