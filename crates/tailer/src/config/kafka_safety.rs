@@ -37,7 +37,18 @@ const FIXED: &[Fixed] = &[
         why: "no record may reach a partition after an earlier one of that partition failed",
     },
     Fixed {
-        keys: &["partitioner", "partitioner_cb"],
+        keys: &["partitioner"],
+        allowed: &[
+            "murmur2",
+            "murmur2_random",
+            "consistent",
+            "consistent_random",
+        ],
+        why: "the tailer places each key itself, by murmur2 (the Java producer's, the default) \
+              or CRC-32 (librdkafka's consistent); a random placement would split an aggregate",
+    },
+    Fixed {
+        keys: &["partitioner_cb"],
         allowed: &[],
         why: "the partition is chosen from the key by the tailer, so an aggregate stays on one",
     },
@@ -97,7 +108,8 @@ mod tests {
             ("message.timeout.ms", "30000"),
             ("delivery.timeout.ms", "120000"),
             ("enable.gapless.guarantee", "false"),
-            ("partitioner", "murmur2_random"),
+            ("partitioner", "random"),
+            ("partitioner", "fnv1a_random"),
             ("max.in.flight.requests.per.connection", "6"),
             ("max.in.flight", "1000"),
             ("transactional.id", "x"),
@@ -119,6 +131,8 @@ mod tests {
             ("message.timeout.ms", "0"),
             ("max.in.flight.requests.per.connection", "5"),
             ("linger.ms", "20"),
+            ("partitioner", "consistent_random"),
+            ("partitioner", "murmur2_random"),
             ("security.protocol", "SASL_SSL"),
         ] {
             assert!(check(&opt(k, v)).is_ok(), "{k}={v}");

@@ -10,7 +10,7 @@ use crate::config::command_line::Command;
 use crate::config::file::SettingsFile;
 use crate::config::kafka_safety;
 use crate::config::settings::{
-    AfterPublish, PollConfig, SinkConfig, SlotThresholds, SourceConfig, TailerConfig,
+    AfterPublish, Partitioner, PollConfig, SinkConfig, SlotThresholds, SourceConfig, TailerConfig,
     TransactionConfig,
 };
 use crate::error::TailerError;
@@ -184,6 +184,12 @@ impl RunArgs {
             options.push((k.trim().to_owned(), v.trim().to_owned()));
         }
         kafka_safety::check(&options)?;
+        let partitioner = options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "partitioner")
+            .and_then(|(_, v)| Partitioner::from_librdkafka(v))
+            .unwrap_or_default();
         let replication_factor = self.topic_replication_factor.unwrap_or(-1);
         if replication_factor == 0 || replication_factor < -1 {
             return Err(TailerError::Config(format!(
@@ -197,6 +203,7 @@ impl RunArgs {
             create_topics: self.create_topics,
             topic_partitions: self.topic_partitions.unwrap_or(1),
             topic_replication_factor: replication_factor,
+            partitioner,
             resume_scan: self.resume_scan_records.unwrap_or(10_000),
             transactions: self.transactions()?,
         })

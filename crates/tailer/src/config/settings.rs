@@ -150,10 +150,35 @@ pub struct SinkConfig {
     pub topic_partitions: i32,
     /// -1: the broker's default.
     pub topic_replication_factor: i32,
+    /// How keys map to partitions (`-X partitioner=…`).
+    pub partitioner: Partitioner,
     /// Records read back per partition for idempotent resume (0: off).
     pub resume_scan: u64,
     /// `--exactly-once`: Kafka transactions, and how large each may grow.
     pub transactions: Option<TransactionConfig>,
+}
+
+/// How keys map to partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitioner {
+    /// The Java producer's default (Debezium, Kafka Connect, Kafka Streams): murmur2.
+    #[default]
+    Murmur2,
+    /// librdkafka's `consistent_random`/`consistent`: CRC-32 of the key. The placement of
+    /// tailer releases before murmur2 became the default, and of librdkafka-based producers.
+    Crc32,
+}
+
+impl Partitioner {
+    /// The partitioner a librdkafka `partitioner` option names, when the tailer can honour it
+    /// (it places keys itself, deterministically; random placement would split an aggregate).
+    pub fn from_librdkafka(name: &str) -> Option<Partitioner> {
+        match name {
+            "murmur2" | "murmur2_random" => Some(Partitioner::Murmur2),
+            "consistent" | "consistent_random" => Some(Partitioner::Crc32),
+            _ => None,
+        }
+    }
 }
 
 /// Kafka transactions of `--exactly-once`.

@@ -13,12 +13,13 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
 use tokio::sync::mpsc;
 
+use crate::config::settings::Partitioner;
 use crate::config::SinkConfig;
 use crate::error::TailerError;
 use crate::metrics::Metrics;
 use crate::relay::progress::Ticket;
 use crate::relay::route::Record;
-use crate::relay::sink::partitioner::partition_of;
+use crate::relay::sink::partitioner::partition;
 use crate::relay::sink::resume::Resume;
 use crate::relay::sink::topics::Topics;
 use crate::relay::sink::transaction::{self, Batch};
@@ -64,6 +65,7 @@ pub struct KafkaSink {
     stop: Option<Shutdown>,
     /// `--exactly-once`: the open Kafka transaction.
     batch: Option<Batch>,
+    partitioner: Partitioner,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -161,6 +163,7 @@ impl KafkaSink {
             metrics: None,
             stop: None,
             batch,
+            partitioner: config.partitioner,
         })
     }
 
@@ -243,7 +246,7 @@ impl Sink for KafkaSink {
             .topics
             .partitions(&record.topic, &self.producer, self.stop.as_mut())
             .await?;
-        let partition = partition_of(record.key.as_deref(), partitions);
+        let partition = partition(self.partitioner, record.key.as_deref(), partitions);
         if let (Some(resume), Some(position)) = (self.resume.as_mut(), record.position) {
             let metrics = self.metrics.as_deref();
             let topic = &record.topic;

@@ -3,6 +3,20 @@
 //! Kafka Connect, Kafka Streams) place keys the same way, so an aggregate lands where they
 //! would put it.
 
+/// The partition of `key` among `partitions` under `partitioner` (no key: partition 0).
+pub fn partition(partitioner: Partitioner, key: Option<&[u8]>, partitions: i32) -> i32 {
+    match (partitioner, key) {
+        (Partitioner::Murmur2, key) => partition_of(key, partitions),
+        (Partitioner::Crc32, None) => 0,
+        (Partitioner::Crc32, Some(key)) => {
+            let hash = crc32fast::hash(key);
+            i32::try_from(hash % partitions.max(1) as u32).unwrap_or(0)
+        }
+    }
+}
+
+use crate::config::settings::Partitioner;
+
 /// The seed of Kafka's `Utils.murmur2`.
 const KAFKA_SEED: u32 = 0x9747_b28c;
 
@@ -45,5 +59,16 @@ mod tests {
         assert_eq!(partition_of(Some(b"21"), 7), (hash % 7) as i32);
         assert_eq!(partition_of(Some(b"21"), 1), 0);
         assert_eq!(partition_of(None, 12), 0);
+    }
+
+    #[test]
+    fn crc32_is_librdkafkas_consistent_partitioner() {
+        // rd_crc32 is the IEEE CRC-32 (zlib's): crc32("123456789") = 0xCBF43926.
+        let p = Partitioner::from_librdkafka("consistent_random").unwrap();
+        assert_eq!(
+            partition(p, Some(b"123456789"), 1000),
+            (0xCBF4_3926_u32 % 1000) as i32
+        );
+        assert_eq!(Partitioner::from_librdkafka("random"), None);
     }
 }
