@@ -29,6 +29,7 @@ fn config(brokers: &str, scan: u64) -> SinkConfig {
         create_topics: false,
         topic_partitions: 1,
         topic_replication_factor: -1,
+        partitioner: Default::default(),
         resume_scan: scan,
         transactions: None,
     }
