@@ -8,9 +8,14 @@
 //
 // Arguments: key=value pairs. Keys starting with "producer." configure the KafkaProducer (prefix
 // removed); every other key is an engine/connector property and overrides the defaults below.
-// Two keys are the runner's own: "bench.mock.unthrottle=true" (see unthrottleForMock) and
-// "bench.sink=none", which hands nothing to Kafka (the engine's own speed with the Outbox Event
-// Router, for diagnosis; a harness waiting for records in the broker would wait forever).
+// Keys starting with "bench." are the runner's own: "bench.mock.unthrottle=true" (see
+// unthrottleForMock); "bench.sink=none", which hands nothing to Kafka (the engine's own speed
+// with the Outbox Event Router, for diagnosis; a harness waiting for records in the broker would
+// wait forever); "bench.key.converter" and "bench.value.converter", "string" (the default: the
+// value's UTF-8 text, what Kafka Connect's StringConverter writes) or "json" (Kafka Connect's
+// own JsonConverter with schemas.enable=false, and its default header converter,
+// SimpleHeaderConverter, for the headers); and "bench.unset=<key>", which removes a default
+// below (e.g. the `type` header placement).
 // Output on stdout, one line per acknowledged batch: "acked <total> <epoch ms>". SIGTERM stops
 // the engine cleanly (final offset commit) and exits 0; an engine failure exits 1.
 //
@@ -25,6 +30,7 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
@@ -37,11 +43,19 @@ import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.connect.header.Header;
+import org.apache.kafka.connect.json.JsonConverter;
 import org.apache.kafka.connect.source.SourceRecord;
+import org.apache.kafka.connect.storage.Converter;
+import org.apache.kafka.connect.storage.HeaderConverter;
+import org.apache.kafka.connect.storage.SimpleHeaderConverter;
 
 public final class OutboxRelay {
     private static long acked = 0;
     private static boolean sinkNone = false;
+    /** Kafka Connect's converters, when asked for; null: the value's text (bytes()). */
+    private static Converter keyConverter = null;
+    private static Converter valueConverter = null;
+    private static HeaderConverter headerConverter = null;
 
     /** Debezium's defaults plus what an outbox relay on this database must say. */
     static Properties engineDefaults() {
@@ -91,9 +105,32 @@ public final class OutboxRelay {
     static ProducerRecord<byte[], byte[]> toKafka(SourceRecord r) {
         RecordHeaders headers = new RecordHeaders();
         for (Header h : r.headers()) {
-            headers.add(h.key(), bytes(h.value()));
+            byte[] value = headerConverter == null
+                    ? bytes(h.value())
+                    : headerConverter.fromConnectHeader(r.topic(), h.key(), h.schema(), h.value());
+            headers.add(h.key(), value);
         }
-        return new ProducerRecord<>(r.topic(), r.kafkaPartition(), null, bytes(r.key()), bytes(r.value()), headers);
+        byte[] key = keyConverter == null
+                ? bytes(r.key())
+                : keyConverter.fromConnectData(r.topic(), r.keySchema(), r.key());
+        byte[] value = valueConverter == null
+                ? bytes(r.value())
+                : valueConverter.fromConnectData(r.topic(), r.valueSchema(), r.value());
+        return new ProducerRecord<>(r.topic(), r.kafkaPartition(), null, key, value, headers);
+    }
+
+    /** "string": null (bytes()); "json": Kafka Connect's JsonConverter without schemas. */
+    static Converter converter(String option, String value, boolean isKey) {
+        switch (value) {
+            case "string":
+                return null;
+            case "json":
+                JsonConverter json = new JsonConverter();
+                json.configure(Map.of("schemas.enable", "false"), isKey);
+                return json;
+            default:
+                throw new IllegalArgumentException(option + " is string or json, got " + value);
+        }
     }
 
     /**
@@ -162,11 +199,22 @@ public final class OutboxRelay {
                     throw new IllegalArgumentException("bench.sink is none or kafka, got " + value);
                 }
                 sinkNone = value.equals("none");
+            } else if (key.equals("bench.key.converter")) {
+                keyConverter = converter(key, value, true);
+            } else if (key.equals("bench.value.converter")) {
+                valueConverter = converter(key, value, false);
+            } else if (key.equals("bench.unset")) {
+                engineProps.remove(value);
             } else if (key.startsWith("producer.")) {
                 producerProps.setProperty(key.substring("producer.".length()), value);
             } else {
                 engineProps.setProperty(key, value);
             }
+        }
+        if (keyConverter != null || valueConverter != null) {
+            SimpleHeaderConverter simple = new SimpleHeaderConverter();
+            simple.configure(Map.of());
+            headerConverter = simple;
         }
         KafkaProducer<byte[], byte[]> producer =
                 new KafkaProducer<>(producerProps, new ByteArraySerializer(), new ByteArraySerializer());

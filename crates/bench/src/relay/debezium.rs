@@ -159,23 +159,14 @@ impl Debezium {
         state_dir: &Path,
         mock_cluster: bool,
     ) -> anyhow::Result<Running> {
-        let mut props: Vec<(String, String)> = vec![
-            ("database.hostname".into(), "127.0.0.1".into()),
-            ("database.port".into(), pg_port.to_string()),
-            ("database.dbname".into(), dbname.into()),
-            ("slot.name".into(), kind.slot().unwrap_or_default().into()),
-            (
-                "offset.storage.file.filename".into(),
-                state_dir.join(OFFSETS_FILE).display().to_string(),
-            ),
-            ("producer.bootstrap.servers".into(), bootstrap.into()),
-        ];
-        if mock_cluster {
-            // See `unthrottleForMock` in the runner: librdkafka's mock cluster answers
-            // kafka-clients 4.3's ApiVersions v4 with an UNSUPPORTED_VERSION response the
-            // client misreads as a 1,179,648 ms (~20 min) throttle, so nothing is sent.
-            props.push(("bench.mock.unthrottle".into(), "true".into()));
-        }
+        let mut props = connection_props(
+            pg_port,
+            dbname,
+            kind.slot().unwrap_or_default(),
+            bootstrap,
+            state_dir,
+            mock_cluster,
+        );
         match kind {
             RelayKind::DebeziumTuned => {
                 props.extend(TUNED.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -193,6 +184,17 @@ impl Debezium {
                 props.push((k.into(), v.into()));
             }
         }
+        self.start_with(&props, state_dir)
+    }
+
+    /// Start the runner with `props`: engine properties, `producer.*` and the runner's own
+    /// `bench.*` keys (see OutboxRelay.java), applied in order over the runner's defaults. Its
+    /// log goes to `debezium.log` in `state_dir`.
+    pub fn start_with(
+        &self,
+        props: &[(String, String)],
+        state_dir: &Path,
+    ) -> anyhow::Result<Running> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -237,6 +239,36 @@ impl Debezium {
             acks: Some(acks),
         })
     }
+}
+
+/// The properties every run names: the database, the slot, where the offsets are kept (keep
+/// `state_dir` across a restart, as a deployment would) and the broker.
+pub fn connection_props(
+    pg_port: u16,
+    dbname: &str,
+    slot: &str,
+    bootstrap: &str,
+    state_dir: &Path,
+    mock_cluster: bool,
+) -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = vec![
+        ("database.hostname".into(), "127.0.0.1".into()),
+        ("database.port".into(), pg_port.to_string()),
+        ("database.dbname".into(), dbname.into()),
+        ("slot.name".into(), slot.into()),
+        (
+            "offset.storage.file.filename".into(),
+            state_dir.join(OFFSETS_FILE).display().to_string(),
+        ),
+        ("producer.bootstrap.servers".into(), bootstrap.into()),
+    ];
+    if mock_cluster {
+        // See `unthrottleForMock` in the runner: librdkafka's mock cluster answers
+        // kafka-clients 4.3's ApiVersions v4 with an UNSUPPORTED_VERSION response the
+        // client misreads as a 1,179,648 ms (~20 min) throttle, so nothing is sent.
+        props.push(("bench.mock.unthrottle".into(), "true".into()));
+    }
+    props
 }
 
 /// What the runner reported: events acknowledged so far, and when the first and the latest

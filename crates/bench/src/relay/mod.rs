@@ -97,6 +97,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// Start `cmd` as a relay that reports nothing on stdout.
+    pub fn spawn(cmd: &mut Command) -> anyhow::Result<Running> {
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {:?}: {e}", cmd.get_program()))?;
+        Ok(Running { child, acks: None })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
