@@ -14,8 +14,10 @@
 // wait forever); "bench.key.converter" and "bench.value.converter", "string" (the default: the
 // value's UTF-8 text, what Kafka Connect's StringConverter writes) or "json" (Kafka Connect's
 // own JsonConverter with schemas.enable=false, and its default header converter,
-// SimpleHeaderConverter, for the headers); and "bench.unset=<key>", which removes a default
-// below (e.g. the `type` header placement).
+// SimpleHeaderConverter, for the headers); "bench.unset=<key>", which removes a default below
+// (e.g. the `type` header placement); and "bench.config.out=<file>", where the runner writes the
+// connector configuration it runs as a .properties file (the engine properties, and the
+// converters by their Kafka Connect names), as a Kafka Connect deployment would have it.
 // Output on stdout, one line per acknowledged batch: "acked <total> <epoch ms>". SIGTERM stops
 // the engine cleanly (final offset commit) and exits 0; an engine failure exits 1.
 //
@@ -133,6 +135,26 @@ public final class OutboxRelay {
         }
     }
 
+    /** The connector configuration this run amounts to, as a Kafka Connect .properties file. */
+    static void writeConnectorConfig(Properties engineProps, String path) throws java.io.IOException {
+        Properties connector = new Properties();
+        connector.putAll(engineProps);
+        namedConverter(connector, "key", keyConverter != null);
+        namedConverter(connector, "value", valueConverter != null);
+        try (java.io.Writer out = java.nio.file.Files.newBufferedWriter(java.nio.file.Path.of(path))) {
+            connector.store(out, "the connector configuration OutboxRelay runs");
+        }
+    }
+
+    static void namedConverter(Properties connector, String side, boolean json) {
+        connector.setProperty(side + ".converter", json
+                ? "org.apache.kafka.connect.json.JsonConverter"
+                : "org.apache.kafka.connect.storage.StringConverter");
+        if (json) {
+            connector.setProperty(side + ".converter.schemas.enable", "false");
+        }
+    }
+
     /**
      * librdkafka's mock cluster supports ApiVersions up to v2 and answers kafka-clients 4.3's
      * v4 request with UNSUPPORTED_VERSION in the v0 layout (int32 array length). The client
@@ -183,6 +205,7 @@ public final class OutboxRelay {
         Properties engineProps = engineDefaults();
         Properties producerProps = new Properties();
         boolean mock = false;
+        String configOut = null;
         producerProps.setProperty("acks", "all");
         producerProps.setProperty("enable.idempotence", "true");
         for (String arg : args) {
@@ -205,11 +228,16 @@ public final class OutboxRelay {
                 valueConverter = converter(key, value, false);
             } else if (key.equals("bench.unset")) {
                 engineProps.remove(value);
+            } else if (key.equals("bench.config.out")) {
+                configOut = value;
             } else if (key.startsWith("producer.")) {
                 producerProps.setProperty(key.substring("producer.".length()), value);
             } else {
                 engineProps.setProperty(key, value);
             }
+        }
+        if (configOut != null) {
+            writeConnectorConfig(engineProps, configOut);
         }
         if (keyConverter != null || valueConverter != null) {
             SimpleHeaderConverter simple = new SimpleHeaderConverter();
