@@ -1008,3 +1008,67 @@ async fn kafka_sasl_scram_login_publishes() -> anyhow::Result<()> {
     assert!(records.len() >= ids.len());
     Ok(())
 }
+
+/// `outbox-app` reads the connection string, the password and the TLS modes as the tailer
+/// does, so the README's quickstart works against a TLS-only, SCRAM-protected server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_connects_with_tls_and_a_password_like_the_tailer() -> anyhow::Result<()> {
+    use outbox_app::cli::{self as app, Cli};
+    let t = tls_env().await?;
+    let env = &t.env;
+    env.client
+        .batch_execute(
+            "GRANT INSERT ON orders, outbox TO relay; \
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO relay",
+        )
+        .await?;
+    let ca = t.ca_file.display().to_string();
+    let verify_full = relay_conn(
+        env,
+        "localhost",
+        &format!("sslmode=verify-full sslrootcert={ca}"),
+    );
+    let order = |conn: &str, password: &str| {
+        let argv = [
+            "outbox-app",
+            "--postgres",
+            conn,
+            "--postgres-password",
+            password,
+            "create-order",
+            "--customer",
+            "ada",
+            "--amount-cents",
+            "4200",
+        ];
+        app::run(Cli::parse_from(argv))
+    };
+    order(&verify_full, RELAY_PASSWORD).await?;
+    let orders: i64 = env
+        .client
+        .query_one("SELECT count(*) FROM orders WHERE customer = 'ada'", &[])
+        .await?
+        .get(0);
+    assert_eq!(
+        orders, 1,
+        "the order was written over TLS (the role may use TLS only)"
+    );
+
+    let wrong = order(&verify_full, "not-the-password").await.unwrap_err();
+    assert!(
+        wrong.to_string().contains("password"),
+        "a wrong password says so: {wrong}"
+    );
+    let other_ca = format!(
+        "sslmode=verify-full sslrootcert={}",
+        t.other_ca_file.display()
+    );
+    let untrusted = order(&relay_conn(env, "localhost", &other_ca), RELAY_PASSWORD)
+        .await
+        .unwrap_err();
+    assert!(
+        untrusted.to_string().contains("certificate"),
+        "an untrusted server certificate is refused, and the error says why: {untrusted}"
+    );
+    Ok(())
+}

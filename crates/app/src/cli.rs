@@ -1,5 +1,7 @@
-//! The `outbox-app` command line: every option also reads an `OUTBOX_APP_*` environment
-//! variable, so the same binary is configured by flags locally and by env in a container.
+//! The `outbox-app` command line: every option also reads an environment variable, so the
+//! same binary is configured by flags locally and by env in a container. The connection
+//! (`OUTBOX_POSTGRES`, `OUTBOX_POSTGRES_PASSWORD`) is shared with `outbox-tailer` and read the
+//! same way; the app's own options read `OUTBOX_APP_*`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,10 +9,9 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio_postgres::NoTls;
-use tracing::{debug, info};
 use tracing_subscriber::EnvFilter;
 
+use crate::connect::PgTarget;
 use crate::duration::parse_duration;
 use crate::error::{AppError, Result};
 use crate::load::{self, Amount, LoadConfig, Via};
@@ -29,16 +30,22 @@ use crate::writer::{OutboxTable, OutboxWriter, DEFAULT_MESSAGE_PREFIX};
 #[derive(Debug, Parser)]
 #[command(name = "outbox-app", version)]
 pub struct Cli {
-    /// PostgreSQL connection string: `key=value` pairs (`host=db user=app password=… dbname=shop`)
-    /// or a `postgresql://` URL. Plain TCP, no TLS.
+    /// PostgreSQL connection string, read as `outbox-tailer` reads it: `key=value` pairs
+    /// (`host=db user=app dbname=shop sslmode=verify-full sslrootcert=ca.pem`) or a
+    /// `postgresql://` URL, with TLS per `sslmode` (default prefer). OUTBOX_APP_POSTGRES is
+    /// still read when OUTBOX_POSTGRES is not set (deprecated; removed in 0.2)
+    /// [default: host=localhost user=postgres dbname=postgres].
+    #[arg(long, global = true, env = "OUTBOX_POSTGRES", hide_env_values = true)]
+    pub postgres: Option<String>,
+
+    /// PostgreSQL password (overrides one in the connection string).
     #[arg(
         long,
         global = true,
-        env = "OUTBOX_APP_POSTGRES",
-        hide_env_values = true,
-        default_value = "host=localhost user=postgres dbname=postgres"
+        env = "OUTBOX_POSTGRES_PASSWORD",
+        hide_env_values = true
     )]
-    pub postgres: String,
+    pub postgres_password: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -171,19 +178,33 @@ pub fn init_tracing() {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<()> {
+    let target = cli.target();
     match cli.command {
-        Command::Migrate(args) => migrate_cmd(&cli.postgres, args).await,
-        Command::CreateOrder(args) => create_order_cmd(&cli.postgres, args).await,
-        Command::Load(args) => load_cmd(cli.postgres, args).await,
+        Command::Migrate(args) => migrate_cmd(&target, args).await,
+        Command::CreateOrder(args) => create_order_cmd(&target, args).await,
+        Command::Load(args) => load_cmd(target, args).await,
     }
 }
 
-async fn migrate_cmd(postgres: &str, args: MigrateArgs) -> Result<()> {
+impl Cli {
+    /// Where to connect: the flag or `OUTBOX_POSTGRES`, else the deprecated
+    /// `OUTBOX_APP_POSTGRES`, else the local default.
+    pub fn target(&self) -> PgTarget {
+        let conn = self
+            .postgres
+            .clone()
+            .or_else(|| std::env::var("OUTBOX_APP_POSTGRES").ok())
+            .unwrap_or_else(|| "host=localhost user=postgres dbname=postgres".into());
+        PgTarget::new(conn).with_password(self.postgres_password.clone())
+    }
+}
+
+async fn migrate_cmd(postgres: &PgTarget, args: MigrateArgs) -> Result<()> {
     let migrations = match &args.migrations {
         Some(dir) => migrate::from_dir(dir)?,
         None => migrate::embedded(),
     };
-    let mut client = connect(postgres).await?;
+    let mut client = postgres.connect().await?;
     let report = migrate::run(&mut client, &migrations).await?;
     for file in &report.applied {
         println!("applied          {file}");
@@ -194,8 +215,8 @@ async fn migrate_cmd(postgres: &str, args: MigrateArgs) -> Result<()> {
     Ok(())
 }
 
-async fn create_order_cmd(postgres: &str, args: CreateOrderArgs) -> Result<()> {
-    let mut client = connect(postgres).await?;
+async fn create_order_cmd(postgres: &PgTarget, args: CreateOrderArgs) -> Result<()> {
+    let mut client = postgres.connect().await?;
     let fail = if args.fail_after_order {
         FailPoint::AfterOrderInsert
     } else {
@@ -211,7 +232,7 @@ async fn create_order_cmd(postgres: &str, args: CreateOrderArgs) -> Result<()> {
     Ok(())
 }
 
-async fn load_cmd(postgres: String, args: LoadArgs) -> Result<()> {
+async fn load_cmd(postgres: PgTarget, args: LoadArgs) -> Result<()> {
     let amount = match (args.count, args.duration) {
         (Some(n), _) => Amount::Count(n),
         (None, Some(d)) => Amount::Duration(d),
@@ -234,7 +255,8 @@ async fn load_cmd(postgres: String, args: LoadArgs) -> Result<()> {
         aggregate_type: args.aggregate_type,
         aggregates: args.aggregates,
         payload_bytes: args.payload_bytes,
-        ..LoadConfig::new(postgres, amount)
+        postgres,
+        ..LoadConfig::new(String::new(), amount)
     };
     let bar = progress_bar(config.total_events()?);
     let on_commit = {
@@ -283,29 +305,6 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-async fn connect(postgres: &str) -> Result<tokio_postgres::Client> {
-    let config: tokio_postgres::Config = postgres
-        .parse()
-        .map_err(AppError::pg("parsing the connection string"))?;
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(AppError::pg("connecting to PostgreSQL"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "connection ended");
-        }
-    });
-    // Never the password: only where we are.
-    info!(
-        hosts = ?config.get_hosts(),
-        dbname = config.get_dbname().unwrap_or_default(),
-        user = config.get_user().unwrap_or_default(),
-        "connected to PostgreSQL"
-    );
-    Ok(client)
 }
 
 #[cfg(test)]

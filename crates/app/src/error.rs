@@ -85,12 +85,21 @@ pub enum AppError {
     #[error("injected failure after the order insert (the transaction was rolled back)")]
     InjectedFailure,
 
+    /// No connection: the message says what to check (address, password, TLS settings).
+    #[error("{0}")]
+    Connect(String),
+
     /// A load generator worker task ended abnormally.
     #[error("load generator worker stopped unexpectedly")]
     WorkerPanicked(#[source] tokio::task::JoinError),
 }
 
 impl AppError {
+    /// A failed connection, with the tailer's advice on what to check.
+    pub(crate) fn connect(e: outbox_tailer::TailerError) -> AppError {
+        AppError::Connect(e.to_string())
+    }
+
     /// Wraps a PostgreSQL error with the step it happened in.
     pub(crate) fn pg(during: &'static str) -> impl FnOnce(tokio_postgres::Error) -> AppError {
         move |source| {

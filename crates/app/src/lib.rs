@@ -16,6 +16,7 @@
 //! - [`cli`]: the `outbox-app` command line.
 
 pub mod cli;
+pub mod connect;
 pub mod duration;
 pub mod error;
 pub mod load;

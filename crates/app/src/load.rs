@@ -21,10 +21,11 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tracing::{debug, info};
 use uuid::Uuid;
 
+use crate::connect::PgTarget;
 use crate::error::{AppError, Result};
 use crate::writer::{emit_messages, NewEvent, OutboxWriter};
 
@@ -49,8 +50,8 @@ pub enum Via {
 /// Settings of one load run; [`LoadConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// libpq-style connection string.
-    pub postgres: String,
+    /// Where to connect (connection string, password, TLS as the tailer reads them).
+    pub postgres: PgTarget,
     pub amount: Amount,
     /// Events per second; `None` (only with a count) means as fast as possible.
     pub rate: Option<f64>,
@@ -69,7 +70,7 @@ impl LoadConfig {
     /// One event per transaction, one connection, table `outbox`, aggregate type `load`.
     pub fn new(postgres: impl Into<String>, amount: Amount) -> LoadConfig {
         LoadConfig {
-            postgres: postgres.into(),
+            postgres: PgTarget::new(postgres),
             amount,
             rate: None,
             events_per_tx: 1,
@@ -184,7 +185,7 @@ pub async fn run_with(
     let plan = Plan::new(config)?;
     let mut clients = Vec::with_capacity(config.concurrency as usize);
     for _ in 0..config.concurrency {
-        clients.push(connect(&config.postgres).await?);
+        clients.push(config.postgres.connect().await?);
     }
     info!(
         events = plan.total,
@@ -353,18 +354,6 @@ async fn worker(
         shared.transactions.fetch_add(1, Ordering::SeqCst);
         (shared.on_commit)(n);
     }
-}
-
-async fn connect(postgres: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(postgres, NoTls)
-        .await
-        .map_err(AppError::pg("connecting to PostgreSQL"))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "load connection ended");
-        }
-    });
-    Ok(client)
 }
 
 #[cfg(test)]

@@ -5,12 +5,23 @@ use tokio_postgres::Client;
 
 use crate::config::{describe_pg, SourceConfig};
 use crate::error::TailerError;
+use crate::pg::tls::PgTls;
 
 /// A SQL connection with the connection string's TLS settings (every SQL connection the tailer
 /// makes goes through here).
 pub async fn connect(config: &SourceConfig) -> Result<Client, TailerError> {
-    let tls = config.tls.connector()?;
-    let (client, conn) = config.pg.connect(tls).await.map_err(|e| {
+    connect_to(&config.pg, &config.tls).await
+}
+
+/// A SQL connection to `pg` with `tls` (sslmode and certificates): what the tailer's commands
+/// use, and what other programs of the workspace (`outbox-app`) connect with, so a connection
+/// string means the same to all of them.
+pub async fn connect_to(
+    pg: &tokio_postgres::Config,
+    settings: &PgTls,
+) -> Result<Client, TailerError> {
+    let tls = settings.connector()?;
+    let (client, conn) = pg.connect(tls).await.map_err(|e| {
         let text = server_text(&e);
         let tls_failure = crate::pg::tls::is_tls_failure(&e);
         let advice = match (e.code().map(|c| c.code()), crate::pg::tls::advice(&text)) {
@@ -24,7 +35,7 @@ pub async fn connect(config: &SourceConfig) -> Result<Client, TailerError> {
         };
         let message = format!(
             "cannot connect to PostgreSQL at {}: {text}; {advice}",
-            describe_pg(&config.pg)
+            describe_pg(pg)
         );
         // No SQLSTATE: the server is not there (yet); 57P03: it is starting up; 53300: full.
         // A failed TLS handshake fails the same way next time: not worth waiting for.
