@@ -27,6 +27,7 @@ fn sink_config(brokers: String, options: &[(&str, &str)]) -> SinkConfig {
         topic_replication_factor: -1,
         resume_scan: 0,
         transactions: None,
+        partitioner: Default::default(),
     }
 }
 
