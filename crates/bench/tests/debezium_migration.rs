@@ -445,7 +445,7 @@ async fn debezium_to_tailer_under_load_loses_nothing_and_keeps_key_order() -> an
         written.len(),
         partitions.len(),
         first_dup
-            .map(|i| format!(", from the {}th event in commit order", i + 1))
+            .map(|i| format!(", from event #{} in commit order", i + 1))
             .unwrap_or_default(),
         streaming.as_secs_f64(),
         debezium_stopped.as_secs_f64(),
