@@ -410,7 +410,7 @@ async fn metrics_move_as_events_flow() -> anyhow::Result<()> {
         sample(&after, "outbox_tailer_transactions_total"),
         Some(10.0)
     );
-    assert!(sample(&after, "outbox_tailer_bytes_published_total").unwrap() > 10.0 * 36.0);
+    assert!(sample(&after, "outbox_tailer_published_bytes_total").unwrap() > 10.0 * 36.0);
     assert_eq!(
         sample(&after, "outbox_tailer_publish_latency_seconds_count"),
         Some(10.0)

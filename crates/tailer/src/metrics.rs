@@ -1,28 +1,41 @@
-//! Prometheus metrics of one run, and what readiness and the lag in seconds are computed from.
+//! Prometheus metrics of one run, and what liveness, readiness and the lag in seconds are
+//! computed from.
 //!
 //! ```text
-//!   pipeline ──counters, gauges, latency──▶ Metrics ◀──lag bytes, safe_wal_size── watchdog
-//!                                              │
-//!                         background::metrics_server (/metrics, /healthz, /readyz)
+//!   pipeline ──counters, gauges, latency, heartbeat──▶ Metrics ◀──slot gauges── watchdog
+//!   librdkafka (producer context) ──statistics──────▶    │
+//!                                                         ▼
+//!                   background::metrics_server: /metrics, /healthz, /readyz
 //! ```
 //!
 //! Each run owns its registry (no global state), so several tailers can live in one process.
+//! Names are in [`families`]; every labelled family whose label values are known up front
+//! (`errors_total{kind}`) exports them at 0 from the start.
+
+mod families;
+pub mod health;
+pub mod librdkafka;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry, TextEncoder,
 };
 
-/// Every metric of one run, plus what `/readyz` and the lag in seconds are computed from.
+use families::*;
+use health::Heartbeat;
+use librdkafka::KafkaStats;
+
+/// Every metric of one run, plus what `/readyz`, `/healthz` and the lag in seconds are
+/// computed from.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub events_published: IntCounter,
-    pub bytes_published: IntCounter,
+    pub published_bytes: IntCounter,
     pub events_acked: IntCounter,
     pub dead_lettered: IntCounter,
     pub transactions: IntCounter,
@@ -44,6 +57,10 @@ pub struct Metrics {
     pub kafka_commits: IntCounter,
     pub kafka_aborts: IntCounter,
     pub kafka_commit_seconds: Histogram,
+    /// librdkafka's statistics, reported through the producer's context.
+    pub kafka: KafkaStats,
+    /// When the relay loop last turned (`/healthz`).
+    pub heartbeat: Heartbeat,
     /// Unix µs of the newest point known to be fully confirmed: the commit time of the last
     /// confirmed transaction, or the moment an idle keepalive showed we were caught up.
     confirmed_point_us: AtomicI64,
@@ -53,18 +70,27 @@ pub struct Metrics {
     last_progress_us: AtomicI64,
 }
 
-/// The name and help text of one metric family.
-#[derive(Debug, Clone, Copy)]
-struct Family {
-    name: &'static str,
-    help: &'static str,
-}
-
-impl Family {
-    fn opts(self) -> Opts {
-        Opts::new(self.name, self.help)
-    }
-}
+/// Every `kind` of `outbox_tailer_errors_total`: [`TailerError::kind`](crate::TailerError::kind)
+/// plus the watchdog's `slot_check`. Each starts at 0, so `rate()` and `increase()` see the
+/// first error of a kind.
+pub const ERROR_KINDS: [&str; 16] = [
+    "config",
+    "refused",
+    "database",
+    "slot_invalidated",
+    "unroutable",
+    "not_retained",
+    "delivery",
+    "unreachable",
+    "interrupted",
+    "replication",
+    "postgres",
+    "transaction",
+    "kafka",
+    "decode",
+    "bug",
+    "slot_check",
+];
 
 /// Register `metric` in `registry`; names and options are constants here, so a failure is a
 /// programming error caught by the unit tests.
@@ -97,112 +123,24 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-// What the pipeline publishes and Kafka acknowledges.
-const EVENTS_PUBLISHED: Family = Family {
-    name: "outbox_tailer_events_published_total",
-    help: "Events handed to the Kafka producer (dead-letter records included)",
-};
-const BYTES_PUBLISHED: Family = Family {
-    name: "outbox_tailer_bytes_published_total",
-    help: "Bytes of key, value and headers handed to the Kafka producer",
-};
-const EVENTS_ACKED: Family = Family {
-    name: "outbox_tailer_events_acked_total",
-    help: "Events acknowledged by Kafka",
-};
-const DEAD_LETTERED: Family = Family {
-    name: "outbox_tailer_dead_lettered_total",
-    help: "Unroutable events sent to the dead-letter topic",
-};
-const TRANSACTIONS: Family = Family {
-    name: "outbox_tailer_transactions_total",
-    help: "Transactions received from the slot",
-};
-const IN_FLIGHT_EVENTS: Family = Family {
-    name: "outbox_tailer_in_flight_events",
-    help: "Events handed to Kafka and not yet acknowledged",
-};
-const IN_FLIGHT_BYTES: Family = Family {
-    name: "outbox_tailer_in_flight_bytes",
-    help: "Bytes handed to Kafka and not yet acknowledged",
-};
+/// `outbox_tailer_build_info{version}`, always 1.
+fn build_info(registry: &Registry) {
+    let info = registered(registry, IntGaugeVec::new(BUILD_INFO.opts(), &["version"]));
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+}
 
-// How late events are.
-const PUBLISH_LATENCY: Family = Family {
-    name: "outbox_tailer_publish_latency_seconds",
-    help: "Time from handing an event to the Kafka producer to its ack",
-};
-const RECEIVE_DELAY: Family = Family {
-    name: "outbox_tailer_receive_delay_seconds",
-    help: "Time from a transaction's commit (the server's commit timestamp) to the tailer \
-           reading its end: the walsender's decoding plus the network",
-};
-const CONFIRMED_LSN: Family = Family {
-    name: "outbox_tailer_confirmed_lsn",
-    help: "LSN confirmed to PostgreSQL, as a number (everything before it is in Kafka)",
-};
-const LAG_SECONDS: Family = Family {
-    name: "outbox_tailer_lag_seconds",
-    help: "Now minus the commit time of the last confirmed transaction (0 while caught up)",
-};
-
-// The replication stream.
-const STREAMING: Family = Family {
-    name: "outbox_tailer_streaming",
-    help: "1 while the replication stream is connected",
-};
-const RECONNECTS: Family = Family {
-    name: "outbox_tailer_reconnects_total",
-    help: "Replication stream reconnects after a transient error",
-};
-const ERRORS: Family = Family {
-    name: "outbox_tailer_errors_total",
-    help: "Errors, by kind",
-};
-
-// Idempotent resume.
-const RESUME_SKIPPED: Family = Family {
-    name: "outbox_tailer_resume_skipped_total",
-    help: "Events acknowledged without sending: the partition's tail showed this relay had \
-           published them already",
-};
-const RESUME_FALLBACKS: Family = Family {
-    name: "outbox_tailer_resume_fallbacks_total",
-    help: "Partitions whose tail held no record of this relay: at-least-once for them",
-};
-
-// Kafka transactions (`--exactly-once`).
-const KAFKA_COMMITS: Family = Family {
-    name: "outbox_tailer_kafka_transactions_committed_total",
-    help: "Kafka transactions committed (--exactly-once)",
-};
-const KAFKA_ABORTS: Family = Family {
-    name: "outbox_tailer_kafka_transactions_aborted_total",
-    help: "Kafka transactions aborted and sent again from the last commit (--exactly-once)",
-};
-const KAFKA_COMMIT_SECONDS: Family = Family {
-    name: "outbox_tailer_kafka_commit_seconds",
-    help: "Time one Kafka transaction commit took (--exactly-once)",
-};
-
-// What the slot watchdog sees.
-const SLOT_LAG_BYTES: Family = Family {
-    name: "outbox_tailer_slot_lag_bytes",
-    help: "pg_current_wal_lsn() - confirmed_flush_lsn of the slot, at the last slot check",
-};
-const SLOT_RETAINED_BYTES: Family = Family {
-    name: "outbox_tailer_slot_retained_wal_bytes",
-    help: "pg_current_wal_lsn() - restart_lsn of the slot: WAL kept for it",
-};
-const SLOT_SAFE_WAL_BYTES: Family = Family {
-    name: "outbox_tailer_slot_safe_wal_size_bytes",
-    help: "safe_wal_size of the slot: WAL that may be written before it is invalidated \
-           (-1 when max_slot_wal_keep_size is unlimited)",
-};
-const SLOT_CHECKS: Family = Family {
-    name: "outbox_tailer_slot_checks_total",
-    help: "Slot checks made by the watchdog",
-};
+/// The standard `process_*` metrics (CPU, memory, file descriptors, start time) of this
+/// process; procfs is Linux-only.
+fn process_metrics(registry: &Registry) {
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
+    #[cfg(not(target_os = "linux"))]
+    let _ = registry;
+}
 
 impl Metrics {
     /// A transaction committed at `commit_us` (Unix µs) was read to its end now.
@@ -227,10 +165,16 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
+        build_info(&r);
+        process_metrics(&r);
         let now = now_us();
+        let errors = registered(&r, IntCounterVec::new(ERRORS.opts(), &["kind"]));
+        for kind in ERROR_KINDS {
+            errors.with_label_values(&[kind]);
+        }
         Metrics {
             events_published: counter(&r, EVENTS_PUBLISHED),
-            bytes_published: counter(&r, BYTES_PUBLISHED),
+            published_bytes: counter(&r, PUBLISHED_BYTES),
             events_acked: counter(&r, EVENTS_ACKED),
             dead_lettered: counter(&r, DEAD_LETTERED),
             transactions: counter(&r, TRANSACTIONS),
@@ -241,7 +185,7 @@ impl Metrics {
             in_flight_events: gauge(&r, IN_FLIGHT_EVENTS),
             in_flight_bytes: gauge(&r, IN_FLIGHT_BYTES),
             reconnects: counter(&r, RECONNECTS),
-            errors: registered(&r, IntCounterVec::new(ERRORS.opts(), &["kind"])),
+            errors,
             streaming: gauge(&r, STREAMING),
             slot_lag_bytes: gauge(&r, SLOT_LAG_BYTES),
             slot_retained_bytes: gauge(&r, SLOT_RETAINED_BYTES),
@@ -252,6 +196,8 @@ impl Metrics {
             kafka_commits: counter(&r, KAFKA_COMMITS),
             kafka_aborts: counter(&r, KAFKA_ABORTS),
             kafka_commit_seconds: latency(&r, KAFKA_COMMIT_SECONDS),
+            kafka: KafkaStats::new(&r),
+            heartbeat: Heartbeat::default(),
             registry: r,
             confirmed_point_us: AtomicI64::new(now),
             caught_up: AtomicBool::new(false),
@@ -318,6 +264,12 @@ impl Metrics {
         Ok(())
     }
 
+    /// Alive unless the relay loop is running and has not turned within `wedged_after`
+    /// ([`health`]). The reason when not.
+    pub fn liveness(&self, wedged_after: Duration) -> Result<(), String> {
+        health::liveness(self.heartbeat.since_last_turn(), wedged_after)
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         self.lag_seconds.set(self.current_lag_seconds());
@@ -349,9 +301,62 @@ mod tests {
             "outbox_tailer_receive_delay_seconds_bucket{le=\"0.0025\"} 1",
             "outbox_tailer_lag_seconds",
             "outbox_tailer_confirmed_lsn",
+            "outbox_tailer_published_bytes_total 0",
+            "outbox_tailer_build_info{version=\"",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_error_kind_starts_at_zero() {
+        let text = Metrics::new().render();
+        for kind in ERROR_KINDS {
+            let line = format!("outbox_tailer_errors_total{{kind=\"{kind}\"}} 0");
+            assert!(text.contains(&line), "{line} missing in\n{text}");
+        }
+    }
+
+    /// `TailerError::kind` and [`ERROR_KINDS`] name the same kinds: a new error variant gets
+    /// its zero-initialised series too.
+    #[test]
+    fn error_kinds_cover_every_tailer_error() {
+        let source = include_str!("error.rs");
+        let start = source
+            .find("pub fn kind(&self)")
+            .expect("TailerError::kind");
+        let body = &source[start..];
+        let body = &body[..body.find("\n    }\n").expect("end of kind()")];
+        let kinds: Vec<&str> = body
+            .split("=> \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert_eq!(kinds.len(), ERROR_KINDS.len() - 1, "{kinds:?}");
+        for kind in kinds {
+            assert!(ERROR_KINDS.contains(&kind), "{kind} missing in ERROR_KINDS");
+        }
+    }
+
+    #[test]
+    fn liveness_follows_the_heartbeat() {
+        let m = Metrics::new();
+        let limit = Duration::from_secs(60);
+        assert!(m.liveness(limit).is_ok(), "before the loop runs");
+        let in_loop = m.heartbeat.enter();
+        assert!(m.liveness(limit).is_ok());
+        m.heartbeat.turned_ago(Duration::from_secs(61));
+        assert!(m.liveness(limit).unwrap_err().contains("wedged"));
+        in_loop.turn();
+        assert!(m.liveness(limit).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::background::publication_guard::{self, Ceiling};
 use crate::background::{metrics_server, retention, watchdog};
 use crate::config::TailerConfig;
 use crate::error::TailerError;
-use crate::metrics::Metrics;
+use crate::metrics::{health, Metrics};
 use crate::relay::pipeline::Stats;
 use crate::relay::stream::stream_until;
 use crate::shutdown::Shutdown;
@@ -25,10 +25,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Stats, TailerError> {
     let metrics = Arc::new(Metrics::new());
+    let limits = metrics_server::ProbeLimits {
+        ready_max_stall: config.ready_max_stall,
+        wedged_after: health::wedged_after(config.status_interval),
+    };
     let _server = match config.metrics_addr {
-        Some(addr) => {
-            Some(metrics_server::serve(addr, Arc::clone(&metrics), config.ready_max_stall).await?)
-        }
+        Some(addr) => Some(metrics_server::serve(addr, Arc::clone(&metrics), limits).await?),
         None => None,
     };
     let (mut stop, _signal) = Shutdown::on(shutdown);
@@ -41,8 +43,10 @@ pub async fn run(
         let metrics = Arc::clone(&metrics);
         let stop = stop.clone();
         tokio::spawn(async move {
-            let reason = watchdog::watch(source, thresholds, interval, metrics).await;
+            let reason = watchdog::watch(source, thresholds, interval, Arc::clone(&metrics)).await;
             tracing::error!(reason = %reason, "slot invalidated, stopping");
+            // Counted now, not at the end: a scrape during the stop can still see it.
+            metrics.error("slot_invalidated");
             stop.request();
             reason
         })
@@ -80,14 +84,15 @@ pub async fn run(
         watchdog.abort();
         None
     };
+    // The watchdog's reason explains a stop it caused; an error of the tailer's own (preflight
+    // refusing the lost slot before the watchdog's first check completed, say) speaks for itself.
+    let result = match (invalidated, publication_gone, result) {
+        (Some(reason), _, Ok(_)) => return Err(TailerError::SlotInvalidated(reason)),
+        (_, Some(gone), Ok(_)) => Err(gone),
+        (_, _, result) => result,
+    };
     if let Err(e) = &result {
         metrics.error(e.kind());
     }
-    // The watchdog's reason explains a stop it caused; an error of the tailer's own (preflight
-    // refusing the lost slot before the watchdog's first check completed, say) speaks for itself.
-    match (invalidated, publication_gone, result) {
-        (Some(reason), _, Ok(_)) => Err(TailerError::SlotInvalidated(reason)),
-        (_, Some(gone), Ok(_)) => Err(gone),
-        (_, _, result) => result,
-    }
+    result
 }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::background::publication_guard::Ceiling;
 use crate::error::TailerError;
+use crate::metrics::health::IDLE_TURN;
 use crate::metrics::Metrics;
 use crate::relay::assemble::{OutboxEvent, Step, TxnAssembler};
 use crate::relay::decode::EventDecoder;
@@ -149,7 +150,13 @@ impl<K: Sink> Pipeline<K> {
         shutdown_timeout: Duration,
     ) -> Result<StreamEnd, TailerError> {
         let mut stop_deadline: Option<Instant> = None;
+        // `/healthz`: the loop turns at least every IDLE_TURN, traffic or not, so a turn
+        // that never ends shows as a stale heartbeat.
+        let in_loop = self.metrics.heartbeat.enter();
+        let mut idle = tokio::time::interval(IDLE_TURN);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            in_loop.turn();
             if stop_deadline.is_some() && !self.assembler.in_transaction() {
                 return Ok(StreamEnd::Shutdown);
             }
@@ -187,6 +194,7 @@ impl<K: Sink> Pipeline<K> {
                     )),
                     event => self.on_event(event, source).await?,
                 },
+                _ = idle.tick() => {}
             }
         }
     }
@@ -362,7 +370,7 @@ impl<K: Sink> Pipeline<K> {
         }
         self.stats.events_published += 1;
         self.metrics.events_published.inc();
-        self.metrics.bytes_published.inc_by(u64::from(size));
+        self.metrics.published_bytes.inc_by(u64::from(size));
         self.update_in_flight();
         self.stats.peak_in_flight = self
             .stats
@@ -390,6 +398,8 @@ fn now_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+#[cfg(test)]
+mod heartbeat_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

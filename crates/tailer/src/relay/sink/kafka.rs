@@ -1,14 +1,15 @@
 //! The Kafka implementation of [`Sink`](crate::relay::sink::Sink), through librdkafka's
 //! threaded producer; delivery reports become [`Ack`]s on the pipeline's channel.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message as _;
 use tokio::sync::mpsc;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::config::settings::Partitioner;
 use crate::config::SinkConfig;
 use crate::error::TailerError;
+use crate::metrics::librdkafka::ProducerTotals;
 use crate::metrics::Metrics;
 use crate::relay::progress::Ticket;
 use crate::relay::route::Record;
@@ -28,11 +30,20 @@ use crate::shutdown::Shutdown;
 
 struct AckContext {
     acks: mpsc::UnboundedSender<Ack>,
+    /// Where librdkafka's statistics go, once the sink has metrics.
+    metrics: OnceLock<Arc<Metrics>>,
+    totals: Mutex<ProducerTotals>,
 }
 
 impl ClientContext for AckContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         crate::relay::sink::log_librdkafka(level, fac, message);
+    }
+
+    fn stats(&self, stats: Statistics) {
+        if let (Some(metrics), Ok(mut totals)) = (self.metrics.get(), self.totals.lock()) {
+            metrics.kafka.record(&stats, &mut totals);
+        }
     }
 }
 
@@ -76,6 +87,9 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
+/// How often librdkafka reports its statistics: a few times per usual scrape interval.
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
 /// The producer settings the tailer relies on; user options are applied after these.
 fn producer_config(
     config: &SinkConfig,
@@ -107,7 +121,10 @@ fn producer_config(
             "message.max.bytes",
             (max_message + 65_536).max(1_000_000).to_string(),
         )
-        .set("client.id", "outbox-tailer");
+        .set("client.id", "outbox-tailer")
+        // librdkafka's queue and broker round trips as metrics (`-X statistics.interval.ms=0`
+        // turns them off).
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     if let Some(id) = config.transactions.as_ref().and_then(|t| t.id.as_deref()) {
         cc.set("transactional.id", id);
     }
@@ -127,7 +144,11 @@ impl KafkaSink {
     ) -> Result<KafkaSink, TailerError> {
         let cc = producer_config(config, max_events, max_bytes, max_message);
         let producer = cc
-            .create_with_context(AckContext { acks: acks.clone() })
+            .create_with_context(AckContext {
+                acks: acks.clone(),
+                metrics: OnceLock::new(),
+                totals: Mutex::default(),
+            })
             .map_err(|source| TailerError::Kafka {
                 context: "creating the producer (check the -X options)",
                 source,
@@ -189,8 +210,9 @@ impl KafkaSink {
         self
     }
 
-    /// Count skipped events and at-least-once fallbacks here.
+    /// Count skipped events and at-least-once fallbacks here, and librdkafka's statistics.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        let _ = self.producer.context().metrics.set(Arc::clone(&metrics));
         self.metrics = Some(metrics);
         self
     }
