@@ -45,9 +45,12 @@ fn record(n: u64) -> Record {
         key: Some(Bytes::from(format!("aggregate-{n}"))),
         payload: Some(Bytes::from_static(b"{}")),
         headers: vec![
-            (HEADER_LSN.into(), Bytes::from(position.lsn.to_string())),
-            (HEADER_SEQ.into(), Bytes::from("0")),
-            (HEADER_SOURCE.into(), Bytes::from(SOURCE)),
+            (
+                HEADER_LSN.into(),
+                Some(Bytes::from(position.lsn.to_string())),
+            ),
+            (HEADER_SEQ.into(), Some(Bytes::from("0"))),
+            (HEADER_SOURCE.into(), Some(Bytes::from(SOURCE))),
         ],
         timestamp_ms: None,
         position: Some(position),

@@ -66,20 +66,49 @@ fn unescape(c: Option<char>, rest: &mut std::iter::Peekable<std::str::Chars<'_>>
         Some('r') => '\r',
         Some('f') => '\u{c}',
         Some('u') => {
-            let hex: String = (0..4).filter_map(|_| rest.next()).collect();
-            u32::from_str_radix(&hex, 16)
-                .ok()
-                .and_then(char::from_u32)
-                .unwrap_or('\u{fffd}')
+            let unit = hex4(rest);
+            match unit {
+                // A high surrogate: Java writes a character beyond the BMP as two `\u`s.
+                Some(high @ 0xD800..=0xDBFF) => {
+                    let mut ahead = rest.clone();
+                    let low = (ahead.next() == Some('\\') && ahead.next() == Some('u'))
+                        .then(|| hex4(&mut ahead))
+                        .flatten()
+                        .filter(|low| (0xDC00..=0xDFFF).contains(low));
+                    match low {
+                        Some(low) => {
+                            *rest = ahead;
+                            char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+                                .unwrap_or('\u{fffd}')
+                        }
+                        None => '\u{fffd}',
+                    }
+                }
+                Some(unit) => char::from_u32(unit).unwrap_or('\u{fffd}'),
+                None => '\u{fffd}',
+            }
         }
         Some(other) => other,
         None => '\\',
     }
 }
 
+/// Four hex digits of a `\uXXXX` escape.
+fn hex4(rest: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<u32> {
+    let hex: String = (0..4).filter_map(|_| rest.next()).collect();
+    u32::from_str_radix(&hex, 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse;
+
+    #[test]
+    fn a_surrogate_pair_escape_is_one_character() {
+        let entries = parse("k=emoji-\\uD83D\\uDE00!\nlone=\\uD83D.");
+        assert_eq!(entries[0], ("k".into(), "emoji-😀!".into()));
+        assert_eq!(entries[1], ("lone".into(), "\u{fffd}.".into()));
+    }
 
     #[test]
     fn separators_continuations_and_unicode_escapes() {

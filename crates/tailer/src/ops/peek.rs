@@ -55,7 +55,8 @@ pub struct PeekedEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Header {
     pub name: String,
-    pub value: String,
+    /// `None`: a header with a null value.
+    pub value: Option<String>,
 }
 
 /// What `peek` found.
@@ -170,7 +171,7 @@ fn peeked(router: &Router, event: &OutboxEvent, show_payload: bool) -> PeekedEve
                 .iter()
                 .map(|(name, value)| Header {
                     name: name.clone(),
-                    value: lossy(value),
+                    value: value.as_ref().map(lossy),
                 })
                 .collect(),
             payload_bytes: r.record.payload.as_ref().map_or(0, Bytes::len),
@@ -218,7 +219,8 @@ pub fn render(report: &PeekReport) -> String {
             .headers
             .iter()
             .find(|h| h.name == crate::relay::route::HEADER_ID)
-            .map_or("-", |h| h.value.as_str());
+            .and_then(|h| h.value.as_deref())
+            .unwrap_or("-");
         out.push_str(&format!(
             "{:<14} {:>4} {:<32} {:<24} {:<36} {:>8}\n",
             e.commit_lsn,

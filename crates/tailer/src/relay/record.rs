@@ -19,7 +19,9 @@ pub struct Record {
     pub topic: String,
     pub key: Option<Bytes>,
     pub payload: Option<Bytes>,
-    pub headers: Vec<(String, Bytes)>,
+    /// Name and value; a `None` value is a header with a null value (a placed column that
+    /// is NULL, as Debezium sends it).
+    pub headers: Vec<(String, Option<Bytes>)>,
     /// Where the event sits in the WAL (its `outbox-lsn` and `outbox-seq` headers); none for
     /// a polled row, which has no WAL position.
     pub position: Option<EventPosition>,
@@ -48,7 +50,11 @@ impl EventPosition {
 impl Record {
     /// Bytes the broker counts against its size limit (approximately: key, value, headers).
     pub fn size(&self) -> usize {
-        let h: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let h: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len))
+            .sum();
         self.key.as_ref().map_or(0, Bytes::len) + self.payload.as_ref().map_or(0, Bytes::len) + h
     }
 }

@@ -76,7 +76,12 @@ fn json_line(record: &Record) -> Result<String, TailerError> {
     let headers: serde_json::Map<String, serde_json::Value> = record
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), text(v).into()))
+        .map(|(k, v)| {
+            let value = v
+                .as_ref()
+                .map_or(serde_json::Value::Null, |v| text(v).into());
+            (k.clone(), value)
+        })
         .collect();
     line.insert("headers".into(), headers.into());
     match &record.payload {

@@ -92,7 +92,7 @@ fn header<'a>(r: &'a Record, name: &str) -> Option<&'a [u8]> {
     r.headers
         .iter()
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_ref())
+        .and_then(|(_, v)| v.as_deref())
 }
 
 fn json() -> RouteConfig {
@@ -178,6 +178,28 @@ fn debezium_headers_only_sends_id_and_placed_fields() {
     let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["id", "eventType"]);
     assert_eq!(header(&r, "id"), Some(ID.as_bytes()));
+}
+
+#[test]
+fn a_placed_null_column_is_a_null_header_and_type_is_sent_once() {
+    let config = RouteConfig {
+        header_columns: vec![("type".into(), "type".into())],
+        ..RouteConfig::default()
+    };
+    let r = route(
+        config.clone(),
+        BASIC,
+        &[Some(ID), Some("Order"), Some("1"), None, Some("{}")],
+    );
+    let types: Vec<_> = r.headers.iter().filter(|(k, _)| k == "type").collect();
+    assert_eq!(
+        types,
+        [&("type".to_owned(), None)],
+        "one `type`, null as Debezium sends it"
+    );
+    let r = basic(config, Some("{}"));
+    let types = r.headers.iter().filter(|(k, _)| k == "type").count();
+    assert_eq!(types, 1);
 }
 
 #[test]

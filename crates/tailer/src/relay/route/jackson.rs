@@ -78,9 +78,28 @@ impl<'de> Deserialize<'de> for Node {
     }
 }
 
-/// Append `s` as a JSON string literal, escaped as Jackson escapes it.
+/// Append `s` as a JSON string literal, escaped as Jackson escapes it: `"`, `\`, control
+/// characters, and characters beyond the Basic Multilingual Plane as a `\uD83D\uDE00`
+/// surrogate pair (Kafka Connect's JsonConverter does; other non-ASCII stays UTF-8).
 pub fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if c.len_utf8() == 4 {
+            write_escaped(out, &s[start..i]);
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.extend_from_slice(format!("\\u{unit:04X}").as_bytes());
+            }
+            start = i + c.len_utf8();
+        }
+    }
+    write_escaped(out, &s[start..]);
+    out.push(b'"');
+}
+
+/// `s` (no character beyond the BMP) with Jackson's escapes, without quotes.
+fn write_escaped(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -104,7 +123,6 @@ pub fn write_string(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Java's `Double.toString`: plain notation with at least one fractional digit for
@@ -221,24 +239,35 @@ fn kind(node: &Node) -> Result<Option<Kind>, Untypable> {
             Kind::Struct(out)
         }
         Node::Array(items) => {
-            let mut element: Option<Kind> = None;
-            let mut any_null = false;
-            for item in items {
-                match (kind(item)?, element.take()) {
-                    (None, e) => {
-                        any_null = true;
-                        element = e;
+            // Debezium types an array by its first non-null element: objects are merged with
+            // the other elements' objects, anything else must be of the same kind (an array
+            // of arrays takes the first inner array's kind as it is).
+            let mut non_null = items.iter().filter(|i| !matches!(i, Node::Null));
+            let Some(first) = non_null.next() else {
+                return if items.is_empty() {
+                    Ok(None)
+                } else {
+                    // Only nulls: Debezium cannot type the array.
+                    Err(Untypable)
+                };
+            };
+            let mut element = kind(first)?.ok_or(Untypable)?;
+            for item in non_null {
+                let k = kind(item)?;
+                element = match (element, k) {
+                    (Kind::Struct(a), Some(Kind::Struct(b))) => {
+                        merge(Kind::Struct(a), Kind::Struct(b))?
                     }
-                    (Some(k), None) => element = Some(k),
-                    (Some(k), Some(e)) => element = Some(merge(e, k)?),
-                }
+                    (Kind::Array(a), Some(Kind::Array(_)) | None)
+                        if matches!(item, Node::Array(_)) =>
+                    {
+                        Kind::Array(a)
+                    }
+                    (a, Some(b)) if a == b => a,
+                    _ => return Err(Untypable),
+                };
             }
-            match element {
-                Some(e) => Kind::Array(Box::new(e)),
-                // Only nulls: Debezium cannot type the array.
-                None if any_null => return Err(Untypable),
-                None => return Ok(None),
-            }
+            Kind::Array(Box::new(element))
         }
     }))
 }
@@ -294,12 +323,10 @@ pub fn expand(text: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let node: Node = serde_json::from_slice(text).ok()?;
-    let kind = kind(&node).ok()?;
+    // A document Debezium cannot type (`[]`) stays a string, as there.
+    let kind = kind(&node).ok()??;
     let mut out = Vec::with_capacity(text.len());
-    match kind {
-        Some(kind) => write_node(&mut out, &shape(&node, &kind)),
-        None => write_node(&mut out, &node),
-    }
+    write_node(&mut out, &shape(&node, &kind));
     Some(out)
 }
 
@@ -351,5 +378,27 @@ mod tests {
         assert_eq!(expand(br#" {"lead": 1}"#), None);
         assert_eq!(expand(br#""a string""#), None);
         assert_eq!(expand(br#"{"huge": 10000000000000000000}"#), None);
+        assert_eq!(expand(b"[]"), None, "an untyped document stays a string");
+        assert_eq!(
+            expand(br#"{"a": [[], [1]]}"#),
+            None,
+            "typed by the first element"
+        );
+    }
+
+    #[test]
+    fn arrays_of_arrays_take_the_first_inner_arrays_kind() {
+        let out = expand(br#"{"o": [[{"a": 1}], [{"b": 2}]]}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"o":[[{"a":1}],[{"a":null}]]}"#
+        );
+    }
+
+    #[test]
+    fn characters_beyond_the_bmp_are_surrogate_pair_escapes() {
+        let mut out = Vec::new();
+        write_string(&mut out, "emoji-😀é");
+        assert_eq!(String::from_utf8(out).unwrap(), "\"emoji-\\uD83D\\uDE00é\"");
     }
 }

@@ -110,10 +110,10 @@ impl Router {
         let key = format::key(self.config.key_format, layout.key_type, key);
         let topic = self.topic(row)?;
         let payload = format::value(&self.config, row, payload(row)?);
-        let mut headers = vec![(HEADER_ID.to_owned(), id)];
+        let mut headers = vec![(HEADER_ID.to_owned(), Some(id))];
         self.user_headers(row, &mut headers)?;
         if let Some(trace) = self.trace_headers(row) {
-            headers.extend(trace);
+            headers.extend(trace.into_iter().map(|(k, v)| (k, Some(v))));
         }
         if self.config.position_headers {
             self.push_position(&mut headers, txn, seq);
@@ -201,18 +201,19 @@ impl Router {
     fn user_headers(
         &self,
         row: &OutboxRow,
-        headers: &mut Vec<(String, Bytes)>,
+        headers: &mut Vec<(String, Option<Bytes>)>,
     ) -> Result<(), Unroutable> {
         let layout = &row.layout;
-        if self.config.position_headers {
+        // Not when a placement already names a `type` header (it would be sent twice).
+        let placed_type = layout.extra_headers.iter().any(|(_, h)| h == HEADER_TYPE);
+        if self.config.position_headers && !placed_type {
             if let Some(t) = layout.event_type.and_then(|i| bytes(row, i)) {
-                headers.push((HEADER_TYPE.to_owned(), t));
+                headers.push((HEADER_TYPE.to_owned(), Some(t)));
             }
         }
+        // A placed column that is NULL is a header with a null value, as Debezium sends it.
         for (idx, name) in &layout.extra_headers {
-            if let Some(v) = bytes(row, *idx) {
-                headers.push((name.clone(), v));
-            }
+            headers.push((name.clone(), bytes(row, *idx)));
         }
         let Some(raw) = layout.headers.and_then(|i| bytes(row, i)) else {
             return Ok(());
@@ -232,7 +233,7 @@ impl Router {
                         serde_json::Value::String(s) => Bytes::from(s),
                         other => Bytes::from(other.to_string()),
                     };
-                    headers.push((k, v));
+                    headers.push((k, Some(v)));
                 }
                 Ok(())
             }
@@ -293,12 +294,15 @@ impl Router {
         let layout = &row.layout;
         let mut headers = Vec::new();
         if let Some(id) = bytes(row, layout.id) {
-            headers.push((HEADER_ID.to_owned(), id));
+            headers.push((HEADER_ID.to_owned(), Some(id)));
         }
         if let Some(t) = layout.event_type.and_then(|i| bytes(row, i)) {
-            headers.push((HEADER_TYPE.to_owned(), t));
+            headers.push((HEADER_TYPE.to_owned(), Some(t)));
         }
-        headers.push((HEADER_ERROR.to_owned(), Bytes::from(reason.to_owned())));
+        headers.push((
+            HEADER_ERROR.to_owned(),
+            Some(Bytes::from(reason.to_owned())),
+        ));
         self.push_position(&mut headers, txn, seq);
         let mut record = Record {
             topic,
@@ -395,23 +399,31 @@ impl Router {
 
     /// Position headers. A polled row has no WAL position (commit LSN 0/0): it gets only its
     /// index in the poll batch and its insert time.
-    fn push_position(&self, headers: &mut Vec<(String, Bytes)>, txn: &TxnPosition, seq: u32) {
+    fn push_position(
+        &self,
+        headers: &mut Vec<(String, Option<Bytes>)>,
+        txn: &TxnPosition,
+        seq: u32,
+    ) {
         if !txn.commit_lsn.is_zero() {
             headers.push((
                 HEADER_LSN.to_owned(),
-                Bytes::from(txn.commit_lsn.to_string()),
+                Some(Bytes::from(txn.commit_lsn.to_string())),
             ));
         }
-        headers.push((HEADER_SEQ.to_owned(), Bytes::from(seq.to_string())));
+        headers.push((HEADER_SEQ.to_owned(), Some(Bytes::from(seq.to_string()))));
         if !txn.commit_lsn.is_zero() {
-            headers.push((HEADER_XID.to_owned(), Bytes::from(txn.xid.to_string())));
+            headers.push((
+                HEADER_XID.to_owned(),
+                Some(Bytes::from(txn.xid.to_string())),
+            ));
         }
         if let Some(time) = txn.commit_time {
             let micros = Bytes::from(time.unix_micros().to_string());
-            headers.push((HEADER_COMMIT_TIME.to_owned(), micros));
+            headers.push((HEADER_COMMIT_TIME.to_owned(), Some(micros)));
         }
         if let Some(source) = &self.source {
-            headers.push((HEADER_SOURCE.to_owned(), source.clone()));
+            headers.push((HEADER_SOURCE.to_owned(), Some(source.clone())));
         }
     }
 }

@@ -111,7 +111,7 @@ fn defaults_route_like_debezium() {
         r.headers
             .iter()
             .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
+            .and_then(|(_, v)| v.clone())
     };
     assert_eq!(h(HEADER_ID).as_deref(), Some(&b"e-1"[..]));
     assert_eq!(h(HEADER_TYPE).as_deref(), Some(&b"Created"[..]));

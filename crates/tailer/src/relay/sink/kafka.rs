@@ -291,7 +291,7 @@ impl Sink for KafkaSink {
         for (k, v) in &record.headers {
             headers = headers.insert(Header {
                 key: k,
-                value: Some(v.as_ref()),
+                value: v.as_deref(),
             });
         }
         let mut base = BaseRecord::with_opaque_to(&record.topic, Box::new(ticket))
