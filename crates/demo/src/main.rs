@@ -14,6 +14,8 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,outbox_tailer=info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files or CI logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let interrupted = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -68,6 +68,7 @@ async fn main_async(cli: CommandLine) -> ExitCode {
         .and_then(|file| file.log_format())
         .map(|from_file| cli.log_format.or(from_file).unwrap_or(LogFormat::Text));
     init_tracing(*format.as_ref().unwrap_or(&LogFormat::Text));
+    let json = matches!(format, Ok(LogFormat::Json));
     let result = match format {
         Ok(_) => dispatch(cli.command).await,
         Err(e) => Err(e),
@@ -76,7 +77,11 @@ async fn main_async(cli: CommandLine) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, kind = e.kind(), "outbox-tailer stopped");
-            eprintln!("error: {e}");
+            // A person reading text logs gets the error once more, last; a JSON log stays
+            // JSON to its last line (the error is in the record above).
+            if !json {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }
