@@ -3,12 +3,12 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{
-    Command, CommandLine, ImportDebeziumArgs, LogFormat, PeekArgs, ReplayArgs, ReplayTarget,
-    SetupArgs, StatusArgs,
+    Command, CommandLine, ConfigArgs, ImportDebeziumArgs, LogFormat, PeekArgs, ReplayArgs,
+    ReplayTarget, SetupArgs, StatusArgs,
 };
 use crate::error::TailerError;
 
@@ -42,7 +42,8 @@ async fn shutdown_signal() {
 /// (see [`crate::error::Action`]): 2 fix the configuration, 3 fix the database, 4 operator
 /// recovery, 5 retry, 70 a bug.
 pub fn main() -> ExitCode {
-    let cli = CommandLine::parse();
+    let matches = CommandLine::command().get_matches();
+    let cli = CommandLine::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // One thread runs every task. The pipeline takes each replication message from the
     // replication worker's task over a channel; on the multi-threaded runtime nearly every
     // handover was a futex wake and a context switch between threads. librdkafka keeps its
@@ -57,10 +58,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(crate::error::Action::Retry.exit_code());
         }
     };
-    rt.block_on(main_async(cli))
+    rt.block_on(main_async(cli, matches))
 }
 
-async fn main_async(cli: CommandLine) -> ExitCode {
+async fn main_async(cli: CommandLine, matches: clap::ArgMatches) -> ExitCode {
     // The file may set the log format, so it is read before logging starts.
     let format = cli
         .command
@@ -70,7 +71,7 @@ async fn main_async(cli: CommandLine) -> ExitCode {
     init_tracing(*format.as_ref().unwrap_or(&LogFormat::Text));
     let json = matches!(format, Ok(LogFormat::Json));
     let result = match format {
-        Ok(_) => dispatch(cli.command).await,
+        Ok(_) => dispatch(cli.command, &matches).await,
         Err(e) => Err(e),
     };
     match result {
@@ -87,7 +88,7 @@ async fn main_async(cli: CommandLine) -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> Result<(), TailerError> {
+async fn dispatch(command: Command, matches: &clap::ArgMatches) -> Result<(), TailerError> {
     match command {
         Command::Run(args) => crate::run(args.resolve()?, shutdown_signal())
             .await
@@ -103,7 +104,49 @@ async fn dispatch(command: Command) -> Result<(), TailerError> {
                 .map(|_| ())
         }
         Command::ImportDebezium(args) => import_debezium(&args),
+        Command::Config(args) => show_config(&args, matches),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            let mut cmd = CommandLine::command();
+            clap_complete::generate(shell, &mut cmd, "outbox-tailer", &mut script);
+            print_bytes(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(CommandLine::command())
+                .render(&mut page)
+                .map_err(|e| TailerError::Bug(format!("cannot render the man page: {e}")))?;
+            print_bytes(&page)
+        }
     }
+}
+
+/// Write to stdout; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> Result<(), TailerError> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(TailerError::Config(format!(
+            "cannot write to standard output: {e}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn show_config(args: &ConfigArgs, matches: &clap::ArgMatches) -> Result<(), TailerError> {
+    use crate::config::show;
+    if args.example {
+        print!("{}", show::example());
+        return Ok(());
+    }
+    let config_matches = matches
+        .subcommand_matches("config")
+        .ok_or_else(|| TailerError::Bug("`config` without its matches".into()))?;
+    let file = crate::config::file::SettingsFile::load(args.run.db.config.as_deref())?;
+    let shown = show::effective(config_matches, &args.run, &file)?;
+    // Resolving checks the combination, as `run` would at start.
+    args.run.resolve()?;
+    print!("{}", show::render(&shown));
+    Ok(())
 }
 
 fn import_debezium(args: &ImportDebeziumArgs) -> Result<(), TailerError> {

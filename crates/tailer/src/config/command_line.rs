@@ -48,6 +48,25 @@ pub enum Command {
     /// `.properties` file) with the Outbox Event Router into a TOML file for `--config`,
     /// listing every option it cannot honour; unknown options are refused by name.
     ImportDebezium(ImportDebeziumArgs),
+    /// Print the settings `run` would use with these flags, environment and file, each with
+    /// where its value came from (secrets redacted); `--example` prints a file with every key.
+    Config(Box<ConfigArgs>),
+    /// Print a shell completion script: `outbox-tailer completions bash > /etc/bash_completion.d/outbox-tailer`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `outbox-tailer man > /usr/local/share/man/man1/outbox-tailer.1`.
+    Man,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Print the example configuration file (every key, commented) instead.
+    #[arg(long)]
+    pub example: bool,
 }
 
 #[derive(Debug, clap::Args)]

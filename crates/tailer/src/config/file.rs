@@ -38,8 +38,9 @@ impl std::fmt::Debug for SettingsFile {
     }
 }
 
-/// The command whose arguments are not settings (it writes a settings file).
-pub const NOT_SETTINGS: &str = "import-debezium";
+/// Commands whose arguments are not settings of their own: they write a settings file, print
+/// the settings of `run`, or describe the command line.
+pub const NOT_SETTINGS: &[&str] = &["import-debezium", "config", "completions", "man"];
 
 /// Every key a file may hold: the ids of every argument of every command, but for the
 /// deliberately command-line-only ones.
@@ -52,7 +53,7 @@ pub fn known_keys() -> BTreeSet<String> {
             }
         }
         for sub in cmd.get_subcommands() {
-            if sub.get_name() != NOT_SETTINGS {
+            if !NOT_SETTINGS.contains(&sub.get_name()) {
                 walk(sub, keys);
             }
         }
@@ -98,6 +99,18 @@ impl SettingsFile {
             path: Some(path.to_owned()),
             values,
         })
+    }
+
+    /// Whether the file sets `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+
+    /// The file's path, for messages (`-` without a file).
+    pub fn path_text(&self) -> String {
+        self.path
+            .as_deref()
+            .map_or_else(|| "-".to_owned(), |p| p.display().to_string())
     }
 
     /// `--log-format` from the file, when it sets one.

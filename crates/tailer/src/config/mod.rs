@@ -16,6 +16,7 @@ pub mod route_args;
 mod route_resolve;
 pub mod secret;
 pub mod settings;
+pub mod show;
 pub mod topic_template;
 
 #[cfg(test)]
@@ -25,7 +26,7 @@ pub use args::{
     DatabaseArgs, LogFormat, PeekArgs, PollArgs, ReplayArgs, ReplayTarget, RunArgs, SetupArgs,
     StatusArgs, ThresholdArgs,
 };
-pub use command_line::{Command, CommandLine, ImportDebeziumArgs};
+pub use command_line::{Command, CommandLine, ConfigArgs, ImportDebeziumArgs};
 pub use resolve::PeekSettings;
 pub use secret::Secret;
 pub use settings::{

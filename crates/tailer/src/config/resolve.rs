@@ -31,7 +31,10 @@ impl Command {
             Command::Peek(a) => &a.run.db,
             Command::Replay(a) => &a.run.db,
             Command::Poll(a) => &a.run.db,
-            Command::ImportDebezium(_) => return Ok(SettingsFile::default()),
+            Command::Config(a) => &a.run.db,
+            Command::ImportDebezium(_) | Command::Completions { .. } | Command::Man => {
+                return Ok(SettingsFile::default())
+            }
         };
         SettingsFile::load(db.config.as_deref())
     }
