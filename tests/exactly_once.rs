@@ -42,10 +42,13 @@ async fn a_broker_without_transactions_is_refused_at_start() -> anyhow::Result<(
     Ok(())
 }
 
-/// Twenty SIGKILLs mid-stream: a `read_committed` consumer sees every event exactly once, each
-/// aggregate in commit order. What a killed tailer left in an open Kafka transaction is aborted
-/// by the next one's start (on Apache Kafka; the mock keeps it visible), and what a commit made
-/// visible before the slot heard of it is skipped by idempotent resume.
+/// Twenty SIGKILLs mid-stream: every event is in the topic exactly once, each aggregate in
+/// commit order. What a killed tailer left in an open Kafka transaction is aborted by the next
+/// one's start (on Apache Kafka; the mock keeps it visible), and what a commit made visible
+/// before the slot heard of it is skipped by idempotent resume. The topic is read uncommitted:
+/// on the mock that shows every record ever written, aborted ones included, so "exactly once"
+/// there is stricter than what a `read_committed` consumer sees; and a `read_committed` reader
+/// of the mock can stall behind a killed producer's transaction, which the mock is slow to end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_sigkills_leave_every_event_exactly_once() -> anyhow::Result<()> {
     let env = env().await?;
