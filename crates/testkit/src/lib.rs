@@ -24,7 +24,8 @@ pub use kafka::{consume_until, create_topic, read_to_end, KafkaRecord};
 pub use mock::MockKafka;
 pub use net::free_port;
 pub use pg::{
-    pg_bin_of, pg_cache_dir, requested_major, PgCluster, PgConfig, ServerCert, StopMode, TestDb,
+    ensure_server, pg_bin_of, pg_cache_dir, requested_major, PgCluster, PgConfig, ServerCert,
+    StopMode, TestDb, IGNORE_SYSTEM_ENV,
 };
 pub use tansu::{TansuBroker, TansuStorage};
 pub use tls_front::TlsFront;

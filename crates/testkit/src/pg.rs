@@ -561,10 +561,42 @@ pub(crate) fn find_pg_bin() -> anyhow::Result<PathBuf> {
     if let Some(major) = requested_major()? {
         return pg_bin_of(major);
     }
+    // The system's servers first (unless a test plays a machine without them), then the
+    // newest major `scripts/install-postgres` put in the cache.
+    let system = std::env::var_os(IGNORE_SYSTEM_ENV).is_none();
+    if let Some(bin) = system.then(system_pg_bin).flatten() {
+        return Ok(bin);
+    }
+    let mut cached: Vec<(u32, PathBuf)> = std::fs::read_dir(pg_cache_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_server(&bin).then_some((major, bin))
+        })
+        .collect();
+    cached.sort();
+    match cached.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "no PostgreSQL server binaries found (initdb, pg_ctl): run \
+             `scripts/install-postgres 17` (no root or npm needed), install the server package \
+             (`apt-get install postgresql-15`), or set PG_BIN to their directory"
+        ),
+    }
+}
+
+/// Set to play a machine without system PostgreSQL (the testkit then looks only in the cache).
+pub const IGNORE_SYSTEM_ENV: &str = "OUTBOX_PG_IGNORE_SYSTEM";
+
+/// The newest server of the system's: `pg_config --bindir`, else `/usr/lib/postgresql/*/bin`.
+fn system_pg_bin() -> Option<PathBuf> {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if out.status.success() && has_server(&dir) {
-            return Ok(dir);
+            return Some(dir);
         }
     }
     let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -578,11 +610,27 @@ pub(crate) fn find_pg_bin() -> anyhow::Result<PathBuf> {
         })
         .collect();
     candidates.sort();
-    match candidates.pop() {
-        Some((_, bin)) => Ok(bin),
-        None => bail!(
-            "no PostgreSQL server binaries found (initdb, pg_ctl): install them \
-             (`apt-get install postgresql-15`) or set PG_BIN to their directory"
-        ),
+    candidates.pop().map(|(_, bin)| bin)
+}
+
+/// A PostgreSQL server to run, installing `major` into the cache with the workspace's
+/// `scripts/install-postgres` when the machine has none (and, as root, creating the
+/// `postgres` user the servers run as, as the server package would). Returns what it did.
+pub fn ensure_server(major: u32) -> anyhow::Result<Option<String>> {
+    let mut did = Vec::new();
+    if find_pg_bin().is_err() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/install-postgres");
+        crate::process::run_checked(
+            Command::new("bash").arg(&script).arg(major.to_string()),
+            "scripts/install-postgres",
+        )?;
+        did.push(format!(
+            "installed PostgreSQL {major} into {}",
+            pg_cache_dir().display()
+        ));
     }
+    if crate::process::ensure_postgres_user()? {
+        did.push("created the system user `postgres` the servers run as".into());
+    }
+    Ok((!did.is_empty()).then(|| did.join("; ")))
 }

@@ -25,6 +25,33 @@ pub fn as_postgres(program: &Path) -> Command {
     }
 }
 
+/// As root, make sure the `postgres` user exists (initdb and postgres refuse root); true when
+/// it had to be created.
+pub fn ensure_postgres_user() -> anyhow::Result<bool> {
+    if !running_as_root() {
+        return Ok(false);
+    }
+    let known = Command::new("id")
+        .arg("postgres")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if known {
+        return Ok(false);
+    }
+    run_checked(
+        Command::new("useradd").args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "postgres",
+        ]),
+        "useradd postgres",
+    )?;
+    Ok(true)
+}
+
 /// Give `dir` to the `postgres` user when running as root, so the server may write there.
 pub fn hand_to_postgres(dir: &Path) -> anyhow::Result<()> {
     if !running_as_root() {
