@@ -708,24 +708,15 @@ async fn kafka_refusing_the_login_stops_the_tailer_with_a_clear_error() -> anyho
     env.setup().await?;
     let broker = TansuBroker::start_authenticating().await?;
     let secret = "kafka-secret-9e2";
-    let sasl_password = format!("sasl.password={secret}");
-    let mut args = run_flags(
-        &env,
-        &env.db.conn_str(),
-        &[
-            "-X",
-            "security.protocol=SASL_PLAINTEXT",
-            "-X",
-            "sasl.mechanism=SCRAM-SHA-256",
-            "-X",
-            "sasl.username=relay",
-            "-X",
-            &sasl_password,
-        ],
+    // From the environment, one option per line: how a Kubernetes Secret reaches them.
+    let kafka_options = format!(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\nsasl.username=relay\n\
+         sasl.password={secret}"
     );
+    let mut args = run_flags(&env, &env.db.conn_str(), &[]);
     let at = args.iter().position(|a| a == "--brokers").unwrap() + 1;
     args[at] = broker.bootstrap_servers();
-    let mut p = spawn(&env, &args, &[])?;
+    let mut p = spawn(&env, &args, &[("OUTBOX_KAFKA_OPTIONS", &kafka_options)])?;
     let status = p.wait_exit(Duration::from_secs(30)).await?;
     let stderr = p.stderr();
     assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
@@ -944,7 +935,7 @@ fn add_scram_user(bootstrap: &str, user: &str, password: &str) -> anyhow::Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_sasl_scram_login_publishes() -> anyhow::Result<()> {
+async fn kafka_sasl_scram_login_from_the_environment_publishes() -> anyhow::Result<()> {
     let env = env().await?;
     env.setup().await?;
     let mut broker = TansuBroker::start_with(TansuStorage::Sqlite).await?;
