@@ -176,6 +176,15 @@ impl TailerError {
     }
 
     /// A label for the `outbox_tailer_errors_total{kind}` metric.
+    /// The SQLSTATE the server answered with, when the error carries one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            TailerError::Replication { sqlstate, .. } => sqlstate.as_deref(),
+            TailerError::Postgres { source, .. } => source.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             TailerError::Config(_) => "config",

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub reconnects: IntCounter,
     pub errors: IntCounterVec,
     pub streaming: IntGauge,
+    /// 1 while another process holds the slot and this one waits to take over.
+    pub standby: IntGauge,
     pub slot_lag_bytes: IntGauge,
     pub slot_retained_bytes: IntGauge,
     pub slot_safe_wal_bytes: IntGauge,
@@ -187,6 +189,7 @@ impl Metrics {
             reconnects: counter(&r, RECONNECTS),
             errors,
             streaming: gauge(&r, STREAMING),
+            standby: gauge(&r, STANDBY),
             slot_lag_bytes: gauge(&r, SLOT_LAG_BYTES),
             slot_retained_bytes: gauge(&r, SLOT_RETAINED_BYTES),
             slot_safe_wal_bytes: gauge(&r, SLOT_SAFE_WAL_BYTES),
@@ -246,6 +249,9 @@ impl Metrics {
     /// Ready: streaming, and either nothing in flight or the confirmed LSN moved within
     /// `max_stall`. The reason when not.
     pub fn readiness(&self, max_stall: Duration) -> Result<(), String> {
+        if self.standby.get() == 1 {
+            return Err("standing by: the slot is active in another process".into());
+        }
         if self.streaming.get() != 1 {
             return Err("not streaming from the slot".into());
         }

@@ -76,6 +76,10 @@ pub(super) const STREAMING: Family = Family {
     name: "outbox_tailer_streaming",
     help: "1 while the replication stream is connected",
 };
+pub(super) const STANDBY: Family = Family {
+    name: "outbox_tailer_standby",
+    help: "1 while standing by: the slot is active in another process, taken over when released",
+};
 pub(super) const RECONNECTS: Family = Family {
     name: "outbox_tailer_reconnects_total",
     help: "Replication stream reconnects after a transient error",

@@ -26,6 +26,11 @@ use crate::relay::sink::{KafkaSink, Sink};
 use crate::relay::source::{PgSource, Source};
 use crate::shutdown::{sleep_or_stop, Shutdown};
 
+/// `object_in_use`: START_REPLICATION on a slot another walsender holds.
+const SLOT_ACTIVE: &str = "55006";
+/// How often a standby tries to take the slot over.
+const STANDBY_POLL: Duration = Duration::from_millis(200);
+
 /// Stream until `stop` is requested (then finish the open transaction, wait for acks, confirm,
 /// and return) or a fatal error.
 pub async fn stream_until(
@@ -49,9 +54,10 @@ pub async fn stream_until(
     };
     let mut pipeline =
         pipeline(config, stop, metrics, start_at, &slot.source_id)?.with_ceiling(ceiling);
-    pipeline.sink_mut().start_transactions().await?;
     backoff.reset();
     let mut first = true;
+    let mut transactions_started = false;
+    let mut standing_by = false;
     loop {
         // The first connection starts at the slot's own position (0/0); later ones at our
         // durable LSN, which is never behind what the slot confirmed.
@@ -63,6 +69,25 @@ pub async fn stream_until(
         };
         let mut source = match connected {
             Ok(source) => source,
+            // Another tailer streams from the slot: stand by, and take over as soon as the
+            // walsender lets go of it (at once when that process dies, after
+            // wal_sender_timeout when its connection is cut). Polled at a fixed, short interval:
+            // the takeover time is the point.
+            Err(e) if e.sqlstate() == Some(SLOT_ACTIVE) => {
+                if !standing_by {
+                    tracing::info!(
+                        slot = %config.source.slot,
+                        "standing by: the slot is active in another process; taking over when it \
+                         is released"
+                    );
+                    standing_by = true;
+                    metrics.standby.set(1);
+                }
+                if sleep_or_stop(STANDBY_POLL, Some(&mut *stop)).await {
+                    return Ok(pipeline.stats);
+                }
+                continue;
+            }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "cannot start replication, retrying");
                 metrics.error(e.kind());
@@ -73,6 +98,17 @@ pub async fn stream_until(
             }
             Err(e) => return Err(e),
         };
+        if standing_by {
+            tracing::info!(slot = %config.source.slot, "the slot was released: taking over");
+            standing_by = false;
+            metrics.standby.set(0);
+        }
+        // Kafka transactions start once the slot is ours: a standby's producer would fence
+        // the active tailer's.
+        if !transactions_started {
+            pipeline.sink_mut().start_transactions().await?;
+            transactions_started = true;
+        }
         tracing::info!(start = %start, "streaming");
         metrics.streaming.set(1);
         backoff.reset();
