@@ -75,6 +75,13 @@ pub struct DatabaseArgs {
     /// long: see docs/operations.md.
     #[arg(long, env = "OUTBOX_REPLAY_SLOT")]
     pub replay_slot: Option<String>,
+
+    /// A failover slot (PostgreSQL 17+): synchronised to standbys that set
+    /// `sync_replication_slots`, so the tailer can follow a promotion. `setup` creates the slot
+    /// with it, or turns it on for an existing slot (stop the tailer first). See docs/ha.md.
+    #[arg(long, env = "OUTBOX_SLOT_FAILOVER")]
+    #[serde(default)]
+    pub failover: bool,
 }
 
 /// When `status` and the running tailer's slot watchdog call a slot lagging or at risk.

@@ -88,6 +88,7 @@ impl DatabaseArgs {
             publication,
             table,
             replay_slot: self.replay_slot.clone(),
+            failover: self.failover,
         })
     }
 }

@@ -22,6 +22,8 @@ pub struct SourceConfig {
     pub table: TableName,
     /// The slot that trails the live one so `replay` can reach back (none: no replay window).
     pub replay_slot: Option<String>,
+    /// Create (or turn the slot into) a failover slot (PostgreSQL 17+).
+    pub failover: bool,
 }
 
 impl std::fmt::Debug for SourceConfig {
@@ -33,6 +35,7 @@ impl std::fmt::Debug for SourceConfig {
             .field("publication", &self.publication)
             .field("table", &self.table)
             .field("replay_slot", &self.replay_slot)
+            .field("failover", &self.failover)
             .finish()
     }
 }

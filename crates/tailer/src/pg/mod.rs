@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod errors;
+pub mod failover;
 pub mod names;
 pub mod server;
 pub mod setup;

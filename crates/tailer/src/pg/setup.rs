@@ -144,26 +144,27 @@ async fn create_publication(client: &Client, config: &SourceConfig) -> Result<()
 }
 
 async fn create_slot(client: &Client, config: &SourceConfig) -> Result<Lsn, TailerError> {
-    let row = client
-        .query_one(
-            "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&config.slot],
-        )
-        .await
-        .map_err(|e| {
-            let advice = match e.code().map(|c| c.code()) {
-                Some("42501") => {
-                    "; creating a slot needs the REPLICATION attribute: ALTER ROLE <role> \
+    // A failover slot (17+) is synchronised to standbys with sync_replication_slots.
+    let sql = if config.failover {
+        "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput', \
+         false, false, true)"
+    } else {
+        "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
+    let row = client.query_one(sql, &[&config.slot]).await.map_err(|e| {
+        let advice = match e.code().map(|c| c.code()) {
+            Some("42501") => {
+                "; creating a slot needs the REPLICATION attribute: ALTER ROLE <role> \
                      REPLICATION (see docs/security.md)"
-                }
-                _ => "",
-            };
-            TailerError::Database(format!(
-                "cannot create slot {}: {}{advice}",
-                config.slot,
-                server_text(&e)
-            ))
-        })?;
+            }
+            _ => "",
+        };
+        TailerError::Database(format!(
+            "cannot create slot {}: {}{advice}",
+            config.slot,
+            server_text(&e)
+        ))
+    })?;
     parse_lsn(row.get(0))
 }
 
@@ -290,6 +291,12 @@ pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
     let mut report = SetupReport::default();
     let major = crate::pg::server::check_version(&client).await?;
     crate::pg::server::check_standby(&client, major).await?;
+    if config.failover && major < 17 {
+        return Err(TailerError::Config(format!(
+            "--failover needs PostgreSQL 17 or later (this server is {major}): before 17 a \
+             promotion loses the slot; see docs/ha.md for the recovery without it"
+        )));
+    }
     check_wal_level(&client).await?;
     check_table(&client, config).await?;
     let has_pub = exists(
@@ -322,6 +329,12 @@ pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
             "slot {} exists (confirmed_flush_lsn {})",
             config.slot, state
         ));
+        if config.failover && !is_failover_slot(&client, &config.slot).await? {
+            crate::pg::failover::enable(config).await?;
+            report
+                .actions
+                .push(format!("turned on failover for slot {}", config.slot));
+        }
     } else {
         report.actions.push(format!(
             "created slot {} (pgoutput) at {}",
@@ -329,6 +342,18 @@ pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
         ));
     }
     Ok(report)
+}
+
+async fn is_failover_slot(client: &Client, slot: &str) -> Result<bool, TailerError> {
+    let row = client
+        .query_one(
+            "SELECT to_jsonb(s) ->> 'failover' FROM pg_catalog.pg_replication_slots s \
+             WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading the slot's failover flag", e))?;
+    Ok(row.get::<_, Option<String>>(0).as_deref() == Some("true"))
 }
 
 /// Create the replay slot as a copy of the live slot when it is missing (it then starts at

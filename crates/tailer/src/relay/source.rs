@@ -84,41 +84,7 @@ impl PgSource {
         start: Lsn,
         status_interval: Duration,
     ) -> Result<PgSource, TailerError> {
-        let pg = &config.pg;
-        let (host, port) = host_and_port(pg);
-        // `hostaddr` says where to connect; `host` stays the name the certificate must match.
-        let address = match pg.get_hostaddrs().first() {
-            Some(addr) => addr.to_string(),
-            None => host.clone(),
-        };
-        let tls = config.tls.replication(&host, &address, port).await?;
-        let password = pg
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default();
-        let mut rc = ReplicationConfig::new(
-            address,
-            pg.get_user().unwrap_or("postgres"),
-            password,
-            pg.get_dbname().unwrap_or("postgres"),
-            config.slot.clone(),
-            config.publication.clone(),
-        )
-        .with_port(port)
-        .with_tls(tls)
-        .with_start_lsn(pgwire_replication::Lsn::from_u64(start.as_u64()))
-        .with_status_interval(status_interval)
-        // The worker otherwise only reports on its own after 10 s of silence (its default),
-        // relying on the server's reply-requested keepalives: report on our timer instead.
-        .with_wakeup_interval(status_interval)
-        // The worker reads ahead into this buffer while our window is full: keep it small so
-        // memory stays bounded by the window, not by 8192 messages of any size.
-        .with_buffer_size(256)
-        .with_application_name("outbox-tailer")
-        .with_options("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3");
-        if !start.is_zero() {
-            rc = rc.with_ack_lsn(pgwire_replication::Lsn::from_u64(start.as_u64()));
-        }
+        let rc = replication_config(config, start, Some(status_interval)).await?;
         let mut client = ReplicationClient::connect(rc)
             .await
             .map_err(|e| crate::pg::errors::replication_error(e, &config.slot))?;
@@ -132,6 +98,54 @@ impl PgSource {
             confirmed: start,
         })
     }
+}
+
+/// The replication session's settings for `config` (its first host), starting at `start`.
+pub(crate) async fn replication_config(
+    config: &SourceConfig,
+    start: Lsn,
+    status_interval: Option<Duration>,
+) -> Result<ReplicationConfig, TailerError> {
+    let pg = &config.pg;
+    let (host, port) = host_and_port(pg);
+    // `hostaddr` says where to connect; `host` stays the name the certificate must match.
+    let address = match pg.get_hostaddrs().first() {
+        Some(addr) => addr.to_string(),
+        None => host.clone(),
+    };
+    let tls = config.tls.replication(&host, &address, port).await?;
+    let password = pg
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let mut rc = ReplicationConfig::new(
+        address,
+        pg.get_user().unwrap_or("postgres"),
+        password,
+        pg.get_dbname().unwrap_or("postgres"),
+        config.slot.clone(),
+        config.publication.clone(),
+    )
+    .with_port(port)
+    .with_tls(tls)
+    .with_start_lsn(pgwire_replication::Lsn::from_u64(start.as_u64()))
+    // The worker reads ahead into this buffer while our window is full: keep it small so
+    // memory stays bounded by the window, not by 8192 messages of any size.
+    .with_buffer_size(256)
+    .with_application_name("outbox-tailer")
+    .with_options("-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3");
+    if let Some(interval) = status_interval {
+        rc = rc
+            .with_status_interval(interval)
+            // The worker otherwise only reports on its own after 10 s of silence (its
+            // default), relying on the server's reply-requested keepalives: report on our
+            // timer instead.
+            .with_wakeup_interval(interval);
+    }
+    if !start.is_zero() {
+        rc = rc.with_ack_lsn(pgwire_replication::Lsn::from_u64(start.as_u64()));
+    }
+    Ok(rc)
 }
 
 impl std::fmt::Debug for PgSource {

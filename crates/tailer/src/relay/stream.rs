@@ -15,6 +15,7 @@ use crate::backoff::Backoff;
 use crate::config::TailerConfig;
 use crate::error::TailerError;
 use crate::metrics::Metrics;
+use crate::pg::failover;
 use crate::pg::setup::SlotState;
 use crate::pg::slots;
 use crate::relay::decode::EventDecoder;
@@ -58,13 +59,55 @@ pub async fn stream_until(
     let mut first = true;
     let mut transactions_started = false;
     let mut standing_by = false;
+    // The server streamed from last, and whether its slot would survive a failover.
+    let mut identity: Option<failover::Identity> = None;
+    let mut guarded: Option<bool> = None;
     loop {
         // The first connection starts at the slot's own position (0/0); later ones at our
         // durable LSN, which is never behind what the slot confirmed.
-        let start = if first { Lsn::ZERO } else { pipeline.durable() };
+        let mut start = if first { Lsn::ZERO } else { pipeline.durable() };
+        let located = tokio::select! {
+            l = failover::locate(&config.source) => l,
+            _ = stop.requested() => return Ok(pipeline.stats),
+        };
+        let located = match located {
+            Ok(located) => located,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "cannot reach the primary, retrying");
+                metrics.error(e.kind());
+                if sleep_or_stop(backoff.next_delay(), Some(&mut *stop)).await {
+                    return Ok(pipeline.stats);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(previous) = &identity {
+            if *previous != located.identity && !standing_by {
+                // Another server: a promoted standby, or another host. Stream only from a
+                // slot that was synchronised under synchronized_standby_slots, and from the
+                // slot's own position, never ahead of it.
+                failover::check_followed(&located, previous, guarded).await?;
+                tracing::warn!(
+                    from = %previous.host,
+                    to = %located.identity.host,
+                    timeline = located.identity.timeline,
+                    "following a failover: streaming from the promoted server's slot"
+                );
+                start = Lsn::ZERO;
+            }
+        }
+        if let Ok(client) =
+            crate::pg::connect::connect_to(&located.source.pg, &located.source.tls).await
+        {
+            if let Ok(g) = failover::guarded(&client, &config.source.slot).await {
+                guarded = g;
+            }
+        }
+        identity = Some(located.identity.clone());
         first = false;
         let connected = tokio::select! {
-            c = PgSource::connect(&config.source, start, config.status_interval) => c,
+            c = PgSource::connect(&located.source, start, config.status_interval) => c,
             _ = stop.requested() => return Ok(pipeline.stats),
         };
         let mut source = match connected {
