@@ -112,8 +112,10 @@ async fn synced(env: &Env, standby: &PgCluster) -> anyhow::Result<()> {
                     .await?;
                 let row = client
                     .query_opt(
-                        "SELECT synced, confirmed_flush_lsn::text FROM pg_replication_slots \
-                     WHERE slot_name = 'outbox_slot'",
+                        // A synced slot is temporary (and dropped at promotion) until the
+                    // standby has caught up with it: persisted is what survives.
+                    "SELECT synced AND NOT temporary, confirmed_flush_lsn::text \
+                     FROM pg_replication_slots WHERE slot_name = 'outbox_slot'",
                         &[],
                     )
                     .await?;
@@ -250,4 +252,54 @@ async fn without_synchronized_standby_slots_a_failover_stops_the_tailer() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_16_a_failover_loses_the_slot_and_stops_the_tailer() -> anyhow::Result<()> {
     refuses_to_follow(16, false, "does not exist there").await
+}
+
+/// `setup --failover` turns failover on for an existing slot (not while a tailer streams from
+/// it), and `status` says what a failover would do at each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_turns_failover_on_and_status_says_what_a_failover_would_do() -> anyhow::Result<()> {
+    let env = env_with(PgConfig::default().major(17), TansuStorage::Memory).await?;
+    env.setup().await?;
+    let status = || async { tailer_cli(&db_args(&env, "status", &[])).await };
+    let (_, out, _) = status().await?;
+    assert!(out.contains("not a failover slot"), "{out}");
+
+    let mut tailer = spawn_raw(&env, &env.run_args(&[]))?;
+    wait_until(Duration::from_secs(60), "the tailer to stream", || async {
+        let row = env
+            .client
+            .query_one(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = 'outbox_slot'",
+                &[],
+            )
+            .await?;
+        Ok(row.get::<_, bool>(0))
+    })
+    .await?;
+    let (code, out, err) = tailer_cli(&db_args(&env, "setup", &["--failover"])).await?;
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("a tailer is streaming from it"), "{err}");
+    assert_eq!(tailer.terminate()?.code(), Some(0), "{}", tailer.stderr());
+
+    let (code, out, err) = tailer_cli(&db_args(&env, "setup", &["--failover"])).await?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("turned on failover for slot outbox_slot"),
+        "{out}"
+    );
+    let (_, out, _) = status().await?;
+    assert!(
+        out.contains("failover") && out.contains("synchronized_standby_slots is empty"),
+        "{out}"
+    );
+    env.client
+        .batch_execute(&format!(
+            "SELECT pg_create_physical_replication_slot('{STANDBY_SLOT}', true)"
+        ))
+        .await?;
+    env.pg
+        .reconfigure(&[("synchronized_standby_slots", &format!("'{STANDBY_SLOT}'"))])?;
+    let (_, out, _) = status().await?;
+    assert!(out.contains("the tailer follows it"), "{out}");
+    Ok(())
 }

@@ -6,7 +6,9 @@ use tokio_postgres::Client;
 use crate::config::{SlotThresholds, SourceConfig};
 use crate::error::TailerError;
 use crate::pg::slot_status::human_bytes;
-use crate::pg::slot_status::{read_status, PublicationStatus, ReplayWindow, SlotStatus, Verdict};
+use crate::pg::slot_status::{
+    read_status, FailoverStatus, PublicationStatus, ReplayWindow, SlotStatus, Verdict,
+};
 
 /// Connect and read the slot's status.
 pub async fn status(
@@ -18,7 +20,53 @@ pub async fn status(
     if let Some(replay) = &config.replay_slot {
         status.replay_window = Some(read_replay_window(&client, replay).await?);
     }
+    status.failover = read_failover(&client, &config.slot).await?;
     Ok(status)
+}
+
+/// The slot's failover state and the primary's `synchronized_standby_slots` (17+).
+async fn read_failover(client: &Client, slot: &str) -> Result<Option<FailoverStatus>, TailerError> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 170000, \
+                    pg_catalog.pg_is_in_recovery(), \
+                    coalesce(current_setting('synchronized_standby_slots', true), ''), \
+                    (SELECT to_jsonb(s) ->> 'failover' FROM pg_catalog.pg_replication_slots s \
+                     WHERE slot_name = $1), \
+                    (SELECT to_jsonb(s) ->> 'synced' FROM pg_catalog.pg_replication_slots s \
+                     WHERE slot_name = $1)",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading the failover settings", e))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let in_recovery: bool = row.get(1);
+    let standby_slots: String = row.get(2);
+    let failover = row.get::<_, Option<String>>(3).as_deref() == Some("true");
+    let synced = row.get::<_, Option<String>>(4).as_deref() == Some("true");
+    let verdict = match (in_recovery, failover, standby_slots.trim().is_empty()) {
+        (true, _, _) => "this is a standby: the tailer streams from the primary's slot".into(),
+        (false, false, _) => "not a failover slot: a promotion loses it and the tailer stops; \
+                              `outbox-tailer setup --failover` (docs/ha.md)"
+            .to_owned(),
+        (false, true, true) => "a failover would stop the tailer: synchronized_standby_slots is \
+                                empty, so the tailer may get ahead of the standbys; list their \
+                                physical slots in it (docs/ha.md)"
+            .to_owned(),
+        (false, true, false) => format!(
+            "a promoted standby among {standby_slots} with sync_replication_slots keeps the \
+             slot: the tailer follows it"
+        ),
+    };
+    Ok(Some(FailoverStatus {
+        failover,
+        synced,
+        synchronized_standby_slots: standby_slots,
+        in_recovery,
+        verdict,
+    }))
 }
 
 async fn read_replay_window(client: &Client, slot: &str) -> Result<ReplayWindow, TailerError> {
@@ -50,6 +98,22 @@ pub fn render(s: &SlotStatus) -> String {
     }
     if let Some(w) = &s.replay_window {
         lines.push(("replay window", replay_window_line(w)));
+    }
+    if let Some(f) = &s.failover {
+        lines.push((
+            "failover",
+            format!(
+                "{} (synced: {}; synchronized_standby_slots: {}): {}",
+                if f.failover { "on" } else { "off" },
+                if f.synced { "yes" } else { "no" },
+                if f.synchronized_standby_slots.is_empty() {
+                    "none"
+                } else {
+                    &f.synchronized_standby_slots
+                },
+                f.verdict
+            ),
+        ));
     }
     lines.push(("verdict", verdict_line(&s.verdict)));
     lines.push(("what to do", s.verdict.action.clone()));

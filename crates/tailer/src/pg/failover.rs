@@ -152,6 +152,16 @@ pub async fn check_followed(
              docs/ha.md"
         ))
     };
+    // Known unguarded (17+): whatever the standby holds, its timeline may fork before what was
+    // published.
+    if was_guarded == Some(false) {
+        return Err(fail(
+            "the old primary did not list the standby in synchronized_standby_slots (or the slot \
+             was not a failover slot), so the tailer may have published transactions the \
+             standby never received, and the new timeline may fork before its position"
+                .into(),
+        ));
+    }
     let Some(row) = row else {
         return Err(fail(format!(
             "slot {slot} does not exist there: before PostgreSQL 17, or without a failover slot \
@@ -174,14 +184,6 @@ pub async fn check_followed(
              its position says nothing about what was published"
         )));
     }
-    if was_guarded != Some(true) {
-        return Err(fail(
-            "the old primary did not list the standby in synchronized_standby_slots (or the slot \
-             was not a failover slot), so the tailer may have published transactions the \
-             standby never received, and the new timeline may fork before its position"
-                .into(),
-        ));
-    }
     if previous.system_id != located.identity.system_id {
         tracing::warn!(
             from = %previous.system_id,
@@ -193,32 +195,53 @@ pub async fn check_followed(
 }
 
 /// Turn failover on for an existing slot: `ALTER_REPLICATION_SLOT` on a replication session
-/// (PostgreSQL 17+). Refused while a tailer streams from the slot.
-pub async fn enable(config: &SourceConfig) -> Result<(), TailerError> {
-    let rc = crate::relay::source::replication_config(config, pgoutput::Lsn::ZERO, None).await?;
-    let mut client = pgwire_replication::ReplicationClient::connect_gated(rc)
-        .await
-        .map_err(|e| crate::pg::errors::replication_error(e, &config.slot))?;
-    let altered = client
-        .simple_query(&format!(
-            "ALTER_REPLICATION_SLOT \"{}\" ( FAILOVER true )",
+/// (PostgreSQL 17+). Refused while a tailer streams from the slot: the server would wait for
+/// the slot to be released.
+pub async fn enable(client: &Client, config: &SourceConfig) -> Result<(), TailerError> {
+    let in_use = |pid: String| {
+        TailerError::Database(format!(
+            "cannot turn on failover for slot {}: a tailer is streaming from it (PID {pid}); stop \
+             it, run `outbox-tailer setup --failover` again, then start it",
             config.slot
         ))
-        .await;
+    };
+    let active: Option<i32> = client
+        .query_one(
+            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .map_err(|e| TailerError::postgres("reading the slot", e))?
+        .get(0);
+    if let Some(pid) = active {
+        return Err(in_use(pid.to_string()));
+    }
+    let rc = crate::relay::source::replication_config(config, pgoutput::Lsn::ZERO, None).await?;
+    let mut session = pgwire_replication::ReplicationClient::connect_gated(rc)
+        .await
+        .map_err(|e| crate::pg::errors::replication_error(e, &config.slot))?;
+    // A tailer that starts meanwhile makes the server wait: not for long.
+    let altered = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        session.simple_query(&format!(
+            "ALTER_REPLICATION_SLOT \"{}\" ( FAILOVER true )",
+            config.slot
+        )),
+    )
+    .await;
     // Dropping a gated session before START_REPLICATION ends it (shutdown would wait for a start).
-    drop(client);
-    altered.map(|_| ()).map_err(|e| {
-        let e = crate::pg::errors::replication_error(e, &config.slot);
-        if e.sqlstate() == Some("55006") {
-            TailerError::Database(format!(
-                "cannot turn on failover for slot {}: a tailer is streaming from it; stop it, run \
-                 `outbox-tailer setup --failover` again, then start it",
-                config.slot
-            ))
-        } else {
-            e
-        }
-    })
+    drop(session);
+    match altered {
+        Err(_) => Err(in_use("unknown".into())),
+        Ok(result) => result.map(|_| ()).map_err(|e| {
+            let e = crate::pg::errors::replication_error(e, &config.slot);
+            if e.sqlstate() == Some("55006") {
+                in_use("unknown".into())
+            } else {
+                e
+            }
+        }),
+    }
 }
 
 /// Host `i` of the connection alone (and its port and `hostaddr`), for a session on that

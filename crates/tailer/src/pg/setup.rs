@@ -330,7 +330,7 @@ pub async fn setup(config: &SourceConfig) -> Result<SetupReport, TailerError> {
             config.slot, state
         ));
         if config.failover && !is_failover_slot(&client, &config.slot).await? {
-            crate::pg::failover::enable(config).await?;
+            crate::pg::failover::enable(&client, config).await?;
             report
                 .actions
                 .push(format!("turned on failover for slot {}", config.slot));

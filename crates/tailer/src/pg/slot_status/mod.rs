@@ -90,6 +90,24 @@ pub struct SlotStatus {
     /// The replay slot (`--replay-slot`), when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay_window: Option<ReplayWindow>,
+    /// Failover slots (PostgreSQL 17+); `None` before 17.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverStatus>,
+}
+
+/// Whether the slot would survive a promotion of a standby, and what to do if not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailoverStatus {
+    /// A failover slot, synchronised to standbys with `sync_replication_slots`.
+    pub failover: bool,
+    /// Synchronised from a primary (a standby's copy, or left from a promotion).
+    pub synced: bool,
+    /// The primary's `synchronized_standby_slots` (empty: logical decoding does not wait for
+    /// any standby).
+    pub synchronized_standby_slots: String,
+    pub in_recovery: bool,
+    /// What a failover would do to the tailer now.
+    pub verdict: String,
 }
 
 /// The replay slot: how far back `replay` reaches and what WAL it holds.
@@ -198,6 +216,7 @@ fn unjudged_status(
             action: String::new(),
         },
         replay_window: None,
+        failover: None,
     }
 }
 

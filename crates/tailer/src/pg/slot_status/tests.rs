@@ -34,6 +34,7 @@ fn slot() -> SlotStatus {
             action: String::new(),
         },
         replay_window: None,
+        failover: None,
     }
 }
 
