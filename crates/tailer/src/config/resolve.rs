@@ -181,7 +181,9 @@ impl RunArgs {
             ("compression.type".to_owned(), compression),
             ("linger.ms".to_owned(), linger.to_string()),
         ];
-        for raw in &self.kafka {
+        // Blank entries (a trailing newline in OUTBOX_KAFKA_OPTIONS, from a YAML block or a
+        // Secret file) are nothing to set.
+        for raw in self.kafka.iter().filter(|r| !r.expose().trim().is_empty()) {
             let (k, v) = raw.expose().split_once('=').ok_or_else(|| {
                 TailerError::Config("a kafka option (-X) is not of the form key=value".into())
             })?;

@@ -374,3 +374,12 @@ fn exactly_once_settings_need_the_mode_and_poll_refuses_it() {
     let e = args.resolve().unwrap_err();
     assert!(e.to_string().contains("mode of `run`"), "{e}");
 }
+
+#[test]
+fn blank_kafka_options_are_skipped() {
+    let c = run_args(&["-X", "client.rack=a", "-X", "", "-X", "  "])
+        .resolve()
+        .unwrap();
+    assert!(c.sink.options.iter().any(|(k, v)| k == "client.rack" && v == "a"));
+    assert!(c.sink.options.iter().all(|(k, _)| !k.is_empty()));
+}
