@@ -113,8 +113,8 @@ async fn synced(env: &Env, standby: &PgCluster) -> anyhow::Result<()> {
                 let row = client
                     .query_opt(
                         // A synced slot is temporary (and dropped at promotion) until the
-                    // standby has caught up with it: persisted is what survives.
-                    "SELECT synced AND NOT temporary, confirmed_flush_lsn::text \
+                        // standby has caught up with it: persisted is what survives.
+                        "SELECT synced AND NOT temporary, confirmed_flush_lsn::text \
                      FROM pg_replication_slots WHERE slot_name = 'outbox_slot'",
                         &[],
                     )

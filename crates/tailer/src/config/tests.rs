@@ -380,6 +380,10 @@ fn blank_kafka_options_are_skipped() {
     let c = run_args(&["-X", "client.rack=a", "-X", "", "-X", "  "])
         .resolve()
         .unwrap();
-    assert!(c.sink.options.iter().any(|(k, v)| k == "client.rack" && v == "a"));
+    assert!(c
+        .sink
+        .options
+        .iter()
+        .any(|(k, v)| k == "client.rack" && v == "a"));
     assert!(c.sink.options.iter().all(|(k, _)| !k.is_empty()));
 }
