@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use outbox_testkit::{PgCluster, PgConfig, StopMode, TansuStorage};
-use serde_json::json;
 use support::crash::spawn_raw;
 use support::*;
 
@@ -77,17 +76,7 @@ async fn write_on(
     );
     let (mut client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    let mut ids = Vec::new();
-    for i in from..from + n {
-        let tx = client.transaction().await?;
-        ids.push(
-            emit(&tx, "order", key, "Created", &json!({ "n": i }))
-                .await?
-                .to_string(),
-        );
-        tx.commit().await?;
-    }
-    Ok(ids)
+    commit_events(&mut client, key, from, n).await
 }
 
 /// The slot on the standby is synchronised and has caught up with `lsn` of the primary.
@@ -155,15 +144,11 @@ async fn follows_a_failover(major: u32) -> anyhow::Result<()> {
     for key in ["k-1", "k-2", "k-3"] {
         ids.extend(write_on(&env, standby.port(), key, 20, 20).await?);
     }
-    let want = ids.clone();
-    let found = outbox_testkit::consume_until(
+    let found = consume_ids(
         &env.broker.bootstrap_servers(),
         TOPIC,
+        &ids,
         Duration::from_secs(120),
-        move |records| {
-            want.iter()
-                .all(|id| records.iter().any(|r| r.header("id") == Some(id.as_str())))
-        },
     )
     .await;
     // Everything up to the last event; a re-sent copy would come before it (re-sends follow

@@ -7,39 +7,18 @@ mod support;
 use std::time::{Duration, Instant};
 
 use outbox_testkit::{free_port, PgConfig, TansuStorage};
-use serde_json::json;
 use support::crash::spawn_raw;
 use support::*;
 
 const TOPIC: &str = "outbox.event.order";
 
 async fn write(env: &Env, key: &str, n: usize) -> anyhow::Result<Vec<String>> {
-    let mut client = env.db.connect().await?;
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let tx = client.transaction().await?;
-        ids.push(
-            emit(&tx, "order", key, "Created", &json!({ "n": i }))
-                .await?
-                .to_string(),
-        );
-        tx.commit().await?;
-    }
-    Ok(ids)
+    commit_events(&mut env.db.connect().await?, key, 0, n).await
 }
 
 async fn delivered(env: &Env, ids: &[String]) -> anyhow::Result<()> {
-    let want = ids.to_vec();
-    outbox_testkit::consume_until(
-        &env.broker.bootstrap_servers(),
-        TOPIC,
-        Duration::from_secs(60),
-        move |records| {
-            want.iter()
-                .all(|id| records.iter().any(|r| r.header("id") == Some(id.as_str())))
-        },
-    )
-    .await?;
+    let within = Duration::from_secs(60);
+    consume_ids(&env.broker.bootstrap_servers(), TOPIC, ids, within).await?;
     Ok(())
 }
 

@@ -220,6 +220,39 @@ pub async fn emit(
     Ok(id)
 }
 
+/// Commit `n` events of aggregate `key` in the `order` type, one per transaction, their
+/// payloads numbered `{"n": from..}`; their ids.
+pub async fn commit_events(
+    client: &mut Client,
+    key: &str,
+    from: usize,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for i in from..from + n {
+        let tx = client.transaction().await?;
+        let id = emit(&tx, "order", key, "Created", &serde_json::json!({ "n": i })).await?;
+        tx.commit().await?;
+        ids.push(id.to_string());
+    }
+    Ok(ids)
+}
+
+/// Read `topic` until every event of `ids` is there (by its `id` header); what was read.
+pub async fn consume_ids(
+    bootstrap: &str,
+    topic: &str,
+    ids: &[String],
+    within: Duration,
+) -> anyhow::Result<Vec<outbox_testkit::KafkaRecord>> {
+    let want = ids.to_vec();
+    outbox_testkit::consume_until(bootstrap, topic, within, move |records| {
+        want.iter()
+            .all(|id| records.iter().any(|r| r.header("id") == Some(id.as_str())))
+    })
+    .await
+}
+
 /// The in-process tailer: `run` on a task, stopped through a oneshot.
 pub struct InProcessTailer {
     pub handle: JoinHandle<Result<Stats, TailerError>>,

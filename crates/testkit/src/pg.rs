@@ -567,19 +567,8 @@ pub(crate) fn find_pg_bin() -> anyhow::Result<PathBuf> {
     if let Some(bin) = system.then(system_pg_bin).flatten() {
         return Ok(bin);
     }
-    let mut cached: Vec<(u32, PathBuf)> = std::fs::read_dir(pg_cache_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let major = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            has_server(&bin).then_some((major, bin))
-        })
-        .collect();
-    cached.sort();
-    match cached.pop() {
-        Some((_, bin)) => Ok(bin),
+    match newest_server_in(&pg_cache_dir()) {
+        Some(bin) => Ok(bin),
         None => bail!(
             "no PostgreSQL server binaries found (initdb, pg_ctl): run \
              `scripts/install-postgres 17` (no root or npm needed), install the server package \
@@ -599,7 +588,12 @@ fn system_pg_bin() -> Option<PathBuf> {
             return Some(dir);
         }
     }
-    let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    newest_server_in(Path::new("/usr/lib/postgresql"))
+}
+
+/// `<dir>/<major>/bin` of the newest major under `dir` that holds a server.
+fn newest_server_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -609,8 +603,8 @@ fn system_pg_bin() -> Option<PathBuf> {
             has_server(&bin).then_some((major, bin))
         })
         .collect();
-    candidates.sort();
-    candidates.pop().map(|(_, bin)| bin)
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
 }
 
 /// A PostgreSQL server to run, installing `major` into the cache with the workspace's

@@ -24,47 +24,31 @@ pub async fn status(
     Ok(status)
 }
 
-/// The slot's failover state and the primary's `synchronized_standby_slots` (17+).
+/// The slot's failover state, and what a failover would do now (17+).
 async fn read_failover(client: &Client, slot: &str) -> Result<Option<FailoverStatus>, TailerError> {
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version_num')::int >= 170000, \
-                    pg_catalog.pg_is_in_recovery(), \
-                    coalesce(current_setting('synchronized_standby_slots', true), ''), \
-                    (SELECT to_jsonb(s) ->> 'failover' FROM pg_catalog.pg_replication_slots s \
-                     WHERE slot_name = $1), \
-                    (SELECT to_jsonb(s) ->> 'synced' FROM pg_catalog.pg_replication_slots s \
-                     WHERE slot_name = $1)",
-            &[&slot],
-        )
-        .await
-        .map_err(|e| TailerError::postgres("reading the failover settings", e))?;
-    if !row.get::<_, bool>(0) {
+    let Some(f) = crate::pg::failover::settings(client, slot).await? else {
         return Ok(None);
-    }
-    let in_recovery: bool = row.get(1);
-    let standby_slots: String = row.get(2);
-    let failover = row.get::<_, Option<String>>(3).as_deref() == Some("true");
-    let synced = row.get::<_, Option<String>>(4).as_deref() == Some("true");
-    let verdict = match (in_recovery, failover, standby_slots.trim().is_empty()) {
+    };
+    let verdict = match (f.in_recovery, f.failover, f.guarded()) {
         (true, _, _) => "this is a standby: the tailer streams from the primary's slot".into(),
         (false, false, _) => "not a failover slot: a promotion loses it and the tailer stops; \
                               `outbox-tailer setup --failover` (docs/ha.md)"
             .to_owned(),
-        (false, true, true) => "a failover would stop the tailer: synchronized_standby_slots is \
-                                empty, so the tailer may get ahead of the standbys; list their \
-                                physical slots in it (docs/ha.md)"
+        (false, true, false) => "a failover would stop the tailer: synchronized_standby_slots is \
+                                 empty, so the tailer may get ahead of the standbys; list their \
+                                 physical slots in it (docs/ha.md)"
             .to_owned(),
-        (false, true, false) => format!(
-            "a promoted standby among {standby_slots} with sync_replication_slots keeps the \
-             slot: the tailer follows it"
+        (false, true, true) => format!(
+            "a promoted standby among {} with sync_replication_slots keeps the slot: the \
+             tailer follows it",
+            f.standby_slots
         ),
     };
     Ok(Some(FailoverStatus {
-        failover,
-        synced,
-        synchronized_standby_slots: standby_slots,
-        in_recovery,
+        failover: f.failover,
+        synced: f.synced,
+        synchronized_standby_slots: f.standby_slots,
+        in_recovery: f.in_recovery,
         verdict,
     }))
 }

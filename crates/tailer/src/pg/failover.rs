@@ -100,14 +100,34 @@ async fn probe(source: &SourceConfig) -> Result<(bool, Identity), TailerError> {
     ))
 }
 
-/// Whether a failover of the slot would keep everything: a failover slot on a primary that
-/// lists its standbys' slots in `synchronized_standby_slots`. `None` before PostgreSQL 17.
-pub async fn guarded(client: &Client, slot: &str) -> Result<Option<bool>, TailerError> {
+/// The failover state of a slot and its server (PostgreSQL 17+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub in_recovery: bool,
+    /// `synchronized_standby_slots` (empty: logical decoding waits for no standby).
+    pub standby_slots: String,
+    pub failover: bool,
+    pub synced: bool,
+}
+
+impl Settings {
+    /// A failover would keep everything: a failover slot on a primary that holds logical
+    /// decoding back for its standbys.
+    pub fn guarded(&self) -> bool {
+        self.failover && !self.standby_slots.trim().is_empty()
+    }
+}
+
+/// The slot's failover settings; `None` before PostgreSQL 17.
+pub async fn settings(client: &Client, slot: &str) -> Result<Option<Settings>, TailerError> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int >= 170000, \
+                    pg_catalog.pg_is_in_recovery(), \
                     coalesce(current_setting('synchronized_standby_slots', true), ''), \
                     (SELECT to_jsonb(s) ->> 'failover' FROM pg_catalog.pg_replication_slots s \
+                     WHERE slot_name = $1), \
+                    (SELECT to_jsonb(s) ->> 'synced' FROM pg_catalog.pg_replication_slots s \
                      WHERE slot_name = $1)",
             &[&slot],
         )
@@ -116,11 +136,12 @@ pub async fn guarded(client: &Client, slot: &str) -> Result<Option<bool>, Tailer
     if !row.get::<_, bool>(0) {
         return Ok(None);
     }
-    let standby_slots: String = row.get(1);
-    let failover: Option<String> = row.get(2);
-    Ok(Some(
-        failover.as_deref() == Some("true") && !standby_slots.trim().is_empty(),
-    ))
+    Ok(Some(Settings {
+        in_recovery: row.get(1),
+        standby_slots: row.get(2),
+        failover: row.get::<_, Option<String>>(3).as_deref() == Some("true"),
+        synced: row.get::<_, Option<String>>(4).as_deref() == Some("true"),
+    }))
 }
 
 /// Before streaming from a server other than the last one (a promoted standby, or another

@@ -100,8 +100,8 @@ pub async fn stream_until(
         if let Ok(client) =
             crate::pg::connect::connect_to(&located.source.pg, &located.source.tls).await
         {
-            if let Ok(g) = failover::guarded(&client, &config.source.slot).await {
-                guarded = g;
+            if let Ok(settings) = failover::settings(&client, &config.source.slot).await {
+                guarded = settings.map(|s| s.guarded());
             }
         }
         identity = Some(located.identity.clone());
