@@ -1279,12 +1279,6 @@ const BREAKAGES: &[(&str, &str, &str, &str)] = &[
         "`outbox-tailer config` refuses",
     ),
     (
-        "secret.example.yaml",
-        "OUTBOX_KAFKA_OPTIONS: |-",
-        "OUTBOX_KAFKA_OPTIONS: |",
-        "not of the form key=value",
-    ),
-    (
         "configmap.yaml",
         "sslrootcert=/etc/outbox-tailer/postgres-ca.pem",
         "sslrootcert=/etc/ssl/postgres-ca.pem",
