@@ -97,13 +97,6 @@ pub async fn stream_until(
                 start = Lsn::ZERO;
             }
         }
-        if let Ok(client) =
-            crate::pg::connect::connect_to(&located.source.pg, &located.source.tls).await
-        {
-            if let Ok(settings) = failover::settings(&client, &config.source.slot).await {
-                guarded = settings.map(|s| s.guarded());
-            }
-        }
         identity = Some(located.identity.clone());
         first = false;
         let connected = tokio::select! {
@@ -145,6 +138,15 @@ pub async fn stream_until(
             tracing::info!(slot = %config.source.slot, "the slot was released: taking over");
             standing_by = false;
             metrics.standby.set(0);
+        }
+        // Whether this server's slot would survive a failover: read once the slot is ours (a
+        // standby polling every 200 ms does not read it on every try).
+        if let Ok(client) =
+            crate::pg::connect::connect_to(&located.source.pg, &located.source.tls).await
+        {
+            if let Ok(settings) = failover::settings(&client, &config.source.slot).await {
+                guarded = settings.map(|s| s.guarded());
+            }
         }
         // Kafka transactions start once the slot is ours: a standby's producer would fence
         // the active tailer's.
