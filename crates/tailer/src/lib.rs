@@ -31,3 +31,9 @@ pub use error::TailerError;
 pub use relay::pipeline::Stats;
 pub use run::run;
 pub use shutdown::Shutdown;
+
+/// mimalloc for Rust and (through its `override` feature) for librdkafka's C code: records are
+/// allocated on one thread and freed on another, which glibc's malloc pays for in
+/// consolidation and locking (docs/benchmarks.md, "Where the CPU goes").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
