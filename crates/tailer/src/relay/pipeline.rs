@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use pgoutput::{Lsn, PgTimestamp};
 use tokio::sync::mpsc;
 
@@ -30,6 +31,9 @@ mod waits;
 
 pub use limits::{Stats, StreamEnd, Window};
 use waits::{ceiling_rose, sleep_until};
+
+/// Most source events (or acks) handled in one turn of the loop when they are already there.
+const BURST: usize = 64;
 
 /// How old the newest transaction received must be for the tailer to count as catching up.
 const CATCHING_UP_AFTER: Duration = Duration::from_secs(1);
@@ -157,6 +161,8 @@ impl<K: Sink> Pipeline<K> {
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             in_loop.turn();
+            // The in-flight gauges, once per turn (a turn handles up to a burst of events).
+            self.update_in_flight();
             if stop_deadline.is_some() && !self.assembler.in_transaction() {
                 return Ok(StreamEnd::Shutdown);
             }
@@ -176,7 +182,10 @@ impl<K: Sink> Pipeline<K> {
                     self.abandon_open();
                     return Ok(StreamEnd::Shutdown);
                 }
-                Some(ack) = self.acks.recv() => self.on_ack(ack, Some(&mut *source))?,
+                Some(ack) = self.acks.recv() => {
+                    self.on_ack(ack, Some(&mut *source))?;
+                    self.take_queued_acks(source)?;
+                }
                 Ok(()) = ceiling_rose(self.ceiling.as_mut().map(|(_, rx)| rx)), if self.ceiling.is_some() => {
                     // What the ceiling held back (the tracker's durable position is kept).
                     let durable = self.tracker.durable();
@@ -185,17 +194,53 @@ impl<K: Sink> Pipeline<K> {
                 _ = sleep_until(commit_at), if commit_at.is_some() => {
                     self.commit(true, Some(&mut *source)).await?;
                 }
-                event = source.next(), if room => match event? {
-                    SourceEvent::End if !self.assembler.in_transaction() => {
-                        return Ok(StreamEnd::Exhausted)
+                event = source.next(), if room => {
+                    if let Some(end) = self.on_source(event?, source).await? {
+                        return Ok(end);
                     }
-                    SourceEvent::End => return Err(TailerError::Bug(
-                        "the source ended inside a transaction".into(),
-                    )),
-                    event => self.on_event(event, source).await?,
-                },
+                    // What the source already holds, while the window has room: one turn
+                    // of the loop (and of every branch's future) per burst, not per event.
+                    // A stop requested meanwhile waits for the burst (at most BURST events).
+                    // Acks still go first, as in the loop's order.
+                    for _ in 1..BURST {
+                        self.take_queued_acks(source)?;
+                        if !self.has_room() {
+                            break;
+                        }
+                        let Some(event) = source.next().now_or_never() else { break };
+                        if let Some(end) = self.on_source(event?, source).await? {
+                            return Ok(end);
+                        }
+                    }
+                }
                 _ = idle.tick() => {}
             }
+        }
+    }
+
+    /// The acks already queued (up to a burst), without a turn of the loop each.
+    fn take_queued_acks<S: Source>(&mut self, source: &mut S) -> Result<(), TailerError> {
+        for _ in 0..BURST {
+            let Ok(ack) = self.acks.try_recv() else {
+                break;
+            };
+            self.on_ack(ack, Some(&mut *source))?;
+        }
+        Ok(())
+    }
+
+    /// One event from the source; `Some` when the stream ended.
+    async fn on_source<S: Source>(
+        &mut self,
+        event: SourceEvent,
+        source: &mut S,
+    ) -> Result<Option<StreamEnd>, TailerError> {
+        match event {
+            SourceEvent::End if !self.assembler.in_transaction() => Ok(Some(StreamEnd::Exhausted)),
+            SourceEvent::End => Err(TailerError::Bug(
+                "the source ended inside a transaction".into(),
+            )),
+            event => self.on_event(event, source).await.map(|()| None),
         }
     }
 
@@ -209,11 +254,12 @@ impl<K: Sink> Pipeline<K> {
         }
         self.stats.events_acked += 1;
         self.metrics.events_acked.inc();
-        self.metrics
-            .publish_latency
-            .observe(ack.ticket.handed_over.elapsed().as_secs_f64());
+        if let Some(handed_over) = ack.ticket.handed_over {
+            self.metrics
+                .publish_latency
+                .observe(handed_over.elapsed().as_secs_f64());
+        }
         let confirmed = self.tracker.acked(ack.ticket);
-        self.update_in_flight();
         if let Some(lsn) = confirmed {
             self.confirm(source, lsn);
         }
@@ -245,7 +291,7 @@ impl<K: Sink> Pipeline<K> {
         self.metrics.confirmed(lsn, newest);
     }
 
-    fn update_in_flight(&self) {
+    pub(super) fn update_in_flight(&self) {
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.metrics
             .in_flight_events
@@ -371,7 +417,6 @@ impl<K: Sink> Pipeline<K> {
         self.stats.events_published += 1;
         self.metrics.events_published.inc();
         self.metrics.published_bytes.inc_by(u64::from(size));
-        self.update_in_flight();
         self.stats.peak_in_flight = self
             .stats
             .peak_in_flight

@@ -173,7 +173,7 @@ async fn a_standalone_message_is_confirmed_at_its_lsn_without_a_commit_time() {
     });
     settle(&mut p, &mut source).await;
     let record = &p.sink().records[0].0;
-    let names: Vec<&str> = record.headers.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = record.headers.iter().map(|(n, _)| n.as_ref()).collect();
     assert_eq!(names, ["id", "outbox-lsn", "outbox-seq", "outbox-xid"]);
     assert!(source.confirmed.is_empty(), "not acked yet");
     p.sink().ack(0);

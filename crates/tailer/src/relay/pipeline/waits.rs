@@ -45,6 +45,7 @@ impl<K: Sink> Pipeline<K> {
             };
             let Some(ack) = ack else { return Ok(false) };
             self.on_ack(ack, source.as_deref_mut())?;
+            self.update_in_flight();
         }
         Ok(true)
     }
