@@ -148,9 +148,9 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_COMPRESSION")]
     pub compression: Option<String>,
 
-    /// Producer linger in milliseconds [default: 5]. Lower it (1) for the lowest latency at
-    /// low rates; keep 5 at thousands of events/s (docs/polling-vs-tailing.md has the
-    /// measurements).
+    /// A fixed producer linger in milliseconds. Unset (the default), batching adapts: a
+    /// record goes out at once when nothing is in flight, and gathers behind at most two
+    /// produce requests in flight under load (docs/benchmarks.md has the measurements).
     #[arg(long, env = "OUTBOX_LINGER_MS")]
     pub linger_ms: Option<u64>,
 

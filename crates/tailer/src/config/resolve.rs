@@ -17,9 +17,11 @@ use crate::error::TailerError;
 use crate::pg::names::{validate_ident, validate_slot, TableName};
 use crate::pg::tls::parse_conn_str;
 
-/// The producer's linger, librdkafka's own default; docs/polling-vs-tailing.md has the
-/// measurements behind keeping it.
-const DEFAULT_LINGER_MS: u64 = 5;
+/// Without `--linger-ms` the producer batches adaptively (Nagle's rule): no linger, so a record
+/// goes out at once when the connection is idle, and at most this many produce requests in
+/// flight, so under load records gather behind them into larger batches. docs/benchmarks.md
+/// ("Latency that adapts") has the measurements behind it.
+const ADAPTIVE_IN_FLIGHT: &str = "2";
 
 impl Command {
     /// The `--config` file this command names.
@@ -176,11 +178,17 @@ impl RunArgs {
                 "compression {compression:?}: use none, gzip, snappy, lz4 or zstd"
             )));
         }
-        let linger = self.linger_ms.unwrap_or(DEFAULT_LINGER_MS);
-        let mut options = vec![
-            ("compression.type".to_owned(), compression),
-            ("linger.ms".to_owned(), linger.to_string()),
-        ];
+        let mut options = vec![("compression.type".to_owned(), compression)];
+        match self.linger_ms {
+            Some(linger) => options.push(("linger.ms".to_owned(), linger.to_string())),
+            None => options.extend([
+                ("linger.ms".to_owned(), "0".to_owned()),
+                (
+                    "max.in.flight.requests.per.connection".to_owned(),
+                    ADAPTIVE_IN_FLIGHT.to_owned(),
+                ),
+            ]),
+        }
         // Blank entries (a trailing newline in OUTBOX_KAFKA_OPTIONS, from a YAML block or a
         // Secret file) are nothing to set.
         for raw in self.kafka.iter().filter(|r| !r.expose().trim().is_empty()) {

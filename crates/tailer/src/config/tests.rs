@@ -387,3 +387,34 @@ fn blank_kafka_options_are_skipped() {
         .any(|(k, v)| k == "client.rack" && v == "a"));
     assert!(c.sink.options.iter().all(|(k, _)| !k.is_empty()));
 }
+
+/// Without `--linger-ms` the producer batches adaptively (no linger, two requests in flight);
+/// with it, the linger is fixed and the in-flight limit is librdkafka's; `-X` still wins.
+#[test]
+fn batching_adapts_unless_a_linger_is_given() {
+    let option = |c: &crate::TailerConfig, key: &str| {
+        c.sink
+            .options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let adaptive = run_args(&[]).resolve().unwrap();
+    assert_eq!(option(&adaptive, "linger.ms").as_deref(), Some("0"));
+    let in_flight = option(&adaptive, "max.in.flight.requests.per.connection");
+    assert_eq!(in_flight.as_deref(), Some("2"));
+
+    let fixed = run_args(&["--linger-ms", "5"]).resolve().unwrap();
+    assert_eq!(option(&fixed, "linger.ms").as_deref(), Some("5"));
+    assert_eq!(
+        option(&fixed, "max.in.flight.requests.per.connection"),
+        None
+    );
+
+    let user = run_args(&["-X", "max.in.flight.requests.per.connection=5"])
+        .resolve()
+        .unwrap();
+    let in_flight = option(&user, "max.in.flight.requests.per.connection");
+    assert_eq!(in_flight.as_deref(), Some("5"), "-X comes after");
+}

@@ -55,7 +55,8 @@ pub(super) const IN_FLIGHT_BYTES: Family = Family {
 // How late events are.
 pub(super) const PUBLISH_LATENCY: Family = Family {
     name: "outbox_tailer_publish_latency_seconds",
-    help: "Time from handing an event to the Kafka producer to its ack",
+    help: "Time from handing an event to the Kafka producer to its ack (sampled: the first \
+        event of each transaction and every 16th after it)",
 };
 pub(super) const RECEIVE_DELAY: Family = Family {
     name: "outbox_tailer_receive_delay_seconds",

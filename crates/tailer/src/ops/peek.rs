@@ -170,7 +170,7 @@ fn peeked(router: &Router, event: &OutboxEvent, show_payload: bool) -> PeekedEve
                 .headers
                 .iter()
                 .map(|(name, value)| Header {
-                    name: name.clone(),
+                    name: name.to_string(),
                     value: value.as_ref().map(lossy),
                 })
                 .collect(),

@@ -19,13 +19,18 @@ use std::time::Instant;
 
 use pgoutput::Lsn;
 
+/// One event in this many of a transaction is timed for the publish latency metric.
+pub const TIMED_EVERY: u64 = 16;
+
 /// What an ack refers to: the transaction (by sequence number) and the bytes it held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
     pub txn: u64,
     pub bytes: u32,
-    /// When the event was handed to the sink (for the publish latency metric).
-    pub handed_over: Instant,
+    /// When the event was handed to the sink, for the publish latency metric: taken for the
+    /// first event of each transaction and every [`TIMED_EVERY`]th after it (two clock reads
+    /// per event were 3 % of the relay's CPU on a drain).
+    pub handed_over: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -83,6 +88,7 @@ impl AckTracker {
         }
         let seq = self.head_seq + self.entries.len() as u64 - 1;
         let entry = self.entries.back_mut()?;
+        let timed = entry.published % TIMED_EVERY == 0;
         entry.pending += 1;
         entry.published += 1;
         self.in_flight_events += 1;
@@ -90,7 +96,7 @@ impl AckTracker {
         Some(Ticket {
             txn: seq,
             bytes,
-            handed_over: Instant::now(),
+            handed_over: timed.then(Instant::now),
         })
     }
 
@@ -327,7 +333,7 @@ mod tests {
         let stray = Ticket {
             txn: 7,
             bytes: 1,
-            handed_over: Instant::now(),
+            handed_over: None,
         };
         assert_eq!(t.acked(stray), None);
         t.begin();

@@ -1,8 +1,13 @@
 //! What the route stage hands the sink: a Kafka record, its position in the stream, and the
 //! names of the headers the tailer sets itself.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use pgoutput::Lsn;
+
+/// A header's name: the tailer's own names are static, a user's column name is owned.
+pub type HeaderName = Cow<'static, str>;
 
 pub const HEADER_ID: &str = "id";
 pub const HEADER_TYPE: &str = "type";
@@ -21,7 +26,7 @@ pub struct Record {
     pub payload: Option<Bytes>,
     /// Name and value; a `None` value is a header with a null value (a placed column that
     /// is NULL, as Debezium sends it).
-    pub headers: Vec<(String, Option<Bytes>)>,
+    pub headers: Vec<(HeaderName, Option<Bytes>)>,
     /// Where the event sits in the WAL (its `outbox-lsn` and `outbox-seq` headers); none for
     /// a polled row, which has no WAL position.
     pub position: Option<EventPosition>,

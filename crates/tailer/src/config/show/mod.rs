@@ -148,6 +148,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("transactional_id", "\"orders-relay\""),
     ("route_topic_regex", "\"(?<routedByValue>.*)\""),
     ("timestamp_column", "\"created_at\""),
+    ("linger_ms", "5"),
     ("header_columns", "[\"tenant_id:tenant\"]"),
     ("field_placements", "[\"type:header:eventType\"]"),
     ("kafka", ""),

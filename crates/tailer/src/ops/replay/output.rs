@@ -80,7 +80,7 @@ fn json_line(record: &Record) -> Result<String, TailerError> {
             let value = v
                 .as_ref()
                 .map_or(serde_json::Value::Null, |v| text(v).into());
-            (k.clone(), value)
+            (k.to_string(), value)
         })
         .collect();
     line.insert("headers".into(), headers.into());

@@ -175,7 +175,7 @@ fn debezium_headers_only_sends_id_and_placed_fields() {
         ..RouteConfig::default()
     };
     let r = basic(config, Some(PAYLOAD));
-    let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+    let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_ref()).collect();
     assert_eq!(names, ["id", "eventType"]);
     assert_eq!(header(&r, "id"), Some(ID.as_bytes()));
 }
@@ -194,7 +194,7 @@ fn a_placed_null_column_is_a_null_header_and_type_is_sent_once() {
     let types: Vec<_> = r.headers.iter().filter(|(k, _)| k == "type").collect();
     assert_eq!(
         types,
-        [&("type".to_owned(), None)],
+        [&("type".into(), None)],
         "one `type`, null as Debezium sends it"
     );
     let r = basic(config, Some("{}"));

@@ -24,8 +24,8 @@ mod position;
 mod timestamp;
 pub mod trace;
 pub use crate::relay::record::{
-    EventPosition, Record, HEADER_COMMIT_TIME, HEADER_ERROR, HEADER_ID, HEADER_LSN, HEADER_SEQ,
-    HEADER_SOURCE, HEADER_TYPE, HEADER_XID,
+    EventPosition, HeaderName, Record, HEADER_COMMIT_TIME, HEADER_ERROR, HEADER_ID, HEADER_LSN,
+    HEADER_SEQ, HEADER_SOURCE, HEADER_TYPE, HEADER_XID,
 };
 
 /// What [`Router::route_event`] made of an event.
@@ -60,6 +60,8 @@ pub struct Router {
     /// `route.topic.regex`, anchored to match the whole route-by value.
     topic_regex: Option<regex::Regex>,
     source: Option<Bytes>,
+    /// The last transaction's position headers (see `push_position`).
+    rendered: std::sync::Mutex<Option<(TxnPosition, position::RenderedPosition)>>,
 }
 
 impl Router {
@@ -76,6 +78,7 @@ impl Router {
             template,
             topic_regex,
             source: None,
+            rendered: std::sync::Mutex::default(),
         })
     }
 
@@ -110,10 +113,10 @@ impl Router {
         let key = format::key(self.config.key_format, layout.key_type, key);
         let topic = self.topic(row)?;
         let payload = format::value(&self.config, row, payload(row)?);
-        let mut headers = vec![(HEADER_ID.to_owned(), Some(id))];
+        let mut headers = vec![(HEADER_ID.into(), Some(id))];
         self.user_headers(row, &mut headers)?;
         if let Some(trace) = self.trace_headers(row) {
-            headers.extend(trace.into_iter().map(|(k, v)| (k, Some(v))));
+            headers.extend(trace.into_iter().map(|(k, v)| (k.into(), Some(v))));
         }
         if self.config.position_headers {
             self.push_position(&mut headers, txn, seq);
@@ -201,19 +204,19 @@ impl Router {
     fn user_headers(
         &self,
         row: &OutboxRow,
-        headers: &mut Vec<(String, Option<Bytes>)>,
+        headers: &mut Vec<(HeaderName, Option<Bytes>)>,
     ) -> Result<(), Unroutable> {
         let layout = &row.layout;
         // Not when a placement already names a `type` header (it would be sent twice).
         let placed_type = layout.extra_headers.iter().any(|(_, h)| h == HEADER_TYPE);
         if self.config.position_headers && !placed_type {
             if let Some(t) = layout.event_type.and_then(|i| bytes(row, i)) {
-                headers.push((HEADER_TYPE.to_owned(), Some(t)));
+                headers.push((HEADER_TYPE.into(), Some(t)));
             }
         }
         // A placed column that is NULL is a header with a null value, as Debezium sends it.
         for (idx, name) in &layout.extra_headers {
-            headers.push((name.clone(), bytes(row, *idx)));
+            headers.push((name.clone().into(), bytes(row, *idx)));
         }
         let Some(raw) = layout.headers.and_then(|i| bytes(row, i)) else {
             return Ok(());
@@ -233,7 +236,7 @@ impl Router {
                         serde_json::Value::String(s) => Bytes::from(s),
                         other => Bytes::from(other.to_string()),
                     };
-                    headers.push((k, Some(v)));
+                    headers.push((k.into(), Some(v)));
                 }
                 Ok(())
             }
@@ -294,15 +297,12 @@ impl Router {
         let layout = &row.layout;
         let mut headers = Vec::new();
         if let Some(id) = bytes(row, layout.id) {
-            headers.push((HEADER_ID.to_owned(), Some(id)));
+            headers.push((HEADER_ID.into(), Some(id)));
         }
         if let Some(t) = layout.event_type.and_then(|i| bytes(row, i)) {
-            headers.push((HEADER_TYPE.to_owned(), Some(t)));
+            headers.push((HEADER_TYPE.into(), Some(t)));
         }
-        headers.push((
-            HEADER_ERROR.to_owned(),
-            Some(Bytes::from(reason.to_owned())),
-        ));
+        headers.push((HEADER_ERROR.into(), Some(Bytes::from(reason.to_owned()))));
         self.push_position(&mut headers, txn, seq);
         let mut record = Record {
             topic,

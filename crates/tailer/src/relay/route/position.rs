@@ -6,7 +6,9 @@ use bytes::Bytes;
 use super::{text, timestamp, trace, Router, TxnPosition};
 use crate::config::settings::RecordTimestamp;
 use crate::relay::decode::OutboxRow;
-use crate::relay::record::{HEADER_COMMIT_TIME, HEADER_LSN, HEADER_SEQ, HEADER_SOURCE, HEADER_XID};
+use crate::relay::record::{
+    HeaderName, HEADER_COMMIT_TIME, HEADER_LSN, HEADER_SEQ, HEADER_SOURCE, HEADER_XID,
+};
 
 impl Router {
     /// `traceparent`/`tracestate` from the tracing column, else from plain columns.
@@ -50,29 +52,52 @@ impl Router {
     /// index in the poll batch and its insert time.
     pub(super) fn push_position(
         &self,
-        headers: &mut Vec<(String, Option<Bytes>)>,
+        headers: &mut Vec<(HeaderName, Option<Bytes>)>,
         txn: &TxnPosition,
         seq: u32,
     ) {
-        if !txn.commit_lsn.is_zero() {
-            headers.push((
-                HEADER_LSN.to_owned(),
-                Some(Bytes::from(txn.commit_lsn.to_string())),
-            ));
+        let rendered = self.rendered_position(txn);
+        if let Some(lsn) = rendered.lsn {
+            headers.push((HEADER_LSN.into(), Some(lsn)));
         }
-        headers.push((HEADER_SEQ.to_owned(), Some(Bytes::from(seq.to_string()))));
-        if !txn.commit_lsn.is_zero() {
-            headers.push((
-                HEADER_XID.to_owned(),
-                Some(Bytes::from(txn.xid.to_string())),
-            ));
+        headers.push((HEADER_SEQ.into(), Some(Bytes::from(seq.to_string()))));
+        if let Some(xid) = rendered.xid {
+            headers.push((HEADER_XID.into(), Some(xid)));
         }
-        if let Some(time) = txn.commit_time {
-            let micros = Bytes::from(time.unix_micros().to_string());
-            headers.push((HEADER_COMMIT_TIME.to_owned(), Some(micros)));
+        if let Some(micros) = rendered.commit_time {
+            headers.push((HEADER_COMMIT_TIME.into(), Some(micros)));
         }
         if let Some(source) = &self.source {
-            headers.push((HEADER_SOURCE.to_owned(), Some(source.clone())));
+            headers.push((HEADER_SOURCE.into(), Some(source.clone())));
         }
     }
+
+    /// The transaction's header values, formatted once per transaction: every event of it
+    /// shares them (a drain of 100-event transactions formatted them 100 times over).
+    fn rendered_position(&self, txn: &TxnPosition) -> RenderedPosition {
+        let mut last = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((of, rendered)) if of == txn => rendered.clone(),
+            _ => {
+                let wal = !txn.commit_lsn.is_zero();
+                let rendered = RenderedPosition {
+                    lsn: wal.then(|| Bytes::from(txn.commit_lsn.to_string())),
+                    xid: wal.then(|| Bytes::from(txn.xid.to_string())),
+                    commit_time: txn
+                        .commit_time
+                        .map(|t| Bytes::from(t.unix_micros().to_string())),
+                };
+                *last = Some((*txn, rendered.clone()));
+                rendered
+            }
+        }
+    }
+}
+
+/// A transaction's position header values, ready to send.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RenderedPosition {
+    lsn: Option<Bytes>,
+    xid: Option<Bytes>,
+    commit_time: Option<Bytes>,
 }

@@ -57,43 +57,28 @@ pub struct TopicTails {
 }
 
 impl ResumePoints {
-    pub fn knows(&self, topic: &str) -> bool {
-        self.known.contains_key(topic)
-    }
-
     pub fn learn(&mut self, topic: &str, tails: TopicTails) {
         self.known.insert(topic.to_owned(), tails.watermarks);
     }
 
-    /// True when an event at `position` is already in `partition` of `topic`.
-    pub fn delivered(&self, topic: &str, partition: i32, position: EventPosition) -> bool {
-        self.watermark(topic, partition)
-            .is_some_and(|watermark| position <= watermark)
-    }
-
-    /// A record at `position` was handed over for `partition`: it will be in Kafka (or the
-    /// tailer stops), so a re-send of it after a reconnect is skipped too.
-    pub fn handed_over(&mut self, topic: &str, partition: i32, position: EventPosition) {
+    /// `None` when the topic's tails were never read. Otherwise true when an event at
+    /// `position` is already in `partition` of `topic`; false when it is not, and then it
+    /// counts as handed over (it will be in Kafka, or the tailer stops), so a re-send after a
+    /// reconnect is skipped too. One lookup per record.
+    pub fn check(&mut self, topic: &str, partition: i32, position: EventPosition) -> Option<bool> {
+        let partitions = self.known.get_mut(topic)?;
         let Ok(index) = usize::try_from(partition) else {
-            return;
-        };
-        let partitions = match self.known.get_mut(topic) {
-            Some(partitions) => partitions,
-            None => self.known.entry(topic.to_owned()).or_default(),
+            return Some(false);
         };
         if partitions.len() <= index {
             partitions.resize(index + 1, None);
         }
         let entry = &mut partitions[index];
-        *entry = Some(entry.map_or(position, |w| w.max(position)));
-    }
-
-    fn watermark(&self, topic: &str, partition: i32) -> Option<EventPosition> {
-        let partitions = self.known.get(topic)?;
-        partitions
-            .get(usize::try_from(partition).ok()?)
-            .copied()
-            .flatten()
+        if entry.is_some_and(|watermark| position <= watermark) {
+            return Some(true);
+        }
+        *entry = Some(position);
+        Some(false)
     }
 }
 
@@ -145,21 +130,18 @@ impl Resume {
         metrics: Option<&Metrics>,
         stop: Option<&mut Shutdown>,
     ) -> Result<bool, TailerError> {
-        if !self.points.knows(topic) {
-            let tails = self.read(topic, partitions, stop).await?;
-            for p in &tails.without_own {
-                tracing::warn!(topic = %topic, partition = p, scanned = self.scan, "no record of this relay in the partition's tail: events already published there may be published again (at-least-once)");
-                if let Some(m) = metrics {
-                    m.resume_fallbacks.inc();
-                }
+        if let Some(sent) = self.points.check(topic, partition, position) {
+            return Ok(sent);
+        }
+        let tails = self.read(topic, partitions, stop).await?;
+        for p in &tails.without_own {
+            tracing::warn!(topic = %topic, partition = p, scanned = self.scan, "no record of this relay in the partition's tail: events already published there may be published again (at-least-once)");
+            if let Some(m) = metrics {
+                m.resume_fallbacks.inc();
             }
-            self.points.learn(topic, tails);
         }
-        if self.points.delivered(topic, partition, position) {
-            return Ok(true);
-        }
-        self.points.handed_over(topic, partition, position);
-        Ok(false)
+        self.points.learn(topic, tails);
+        Ok(self.points.check(topic, partition, position) == Some(true))
     }
 
     /// The tails of `topic`; a broker that is away is waited for, like for any record.
