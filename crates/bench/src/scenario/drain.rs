@@ -75,6 +75,7 @@ impl Env {
             true => crate::relay::debezium::confirm_target(&self.client, end).await?,
             false => Some(end.to_owned()),
         };
+        self.fresh_broker()?;
         let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC, self.counting())?;
         let dead0 = self.dead_tuples().await?;
         let autovacuums0 = self.autovacuum_count().await?;

@@ -29,6 +29,7 @@ async fn live_one(
     grace: Duration,
 ) -> anyhow::Result<Row> {
     env.skip_to_now(relay).await?;
+    env.fresh_broker()?;
     let mut running = env.start_relay(relay)?;
     env.wait_active(relay, &mut running).await?;
     let bootstrap = env.bootstrap();

@@ -151,6 +151,8 @@ pub struct RunArgs {
     /// A fixed producer linger in milliseconds. Unset (the default), batching adapts: a
     /// record goes out at once when nothing is in flight, and gathers behind at most two
     /// produce requests in flight under load (docs/benchmarks.md has the measurements).
+    /// With --exactly-once the default is 5 ms: consumers see records only at each Kafka
+    /// commit anyway.
     #[arg(long, env = "OUTBOX_LINGER_MS")]
     pub linger_ms: Option<u64>,
 

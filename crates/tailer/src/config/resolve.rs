@@ -23,6 +23,12 @@ use crate::pg::tls::parse_conn_str;
 /// ("Latency that adapts") has the measurements behind it.
 const ADAPTIVE_IN_FLIGHT: &str = "2";
 
+/// With `--exactly-once` and no `--linger-ms`: a fixed linger. Consumers see a batch only at
+/// its Kafka commit (every `--transaction-max-ms`, 100 ms by default), so sending at once saves
+/// them nothing, while the small requests it makes cost the broker CPU and the drain rate
+/// (docs/benchmarks.md, "What exactly-once costs").
+const EXACTLY_ONCE_LINGER_MS: u64 = 5;
+
 impl Command {
     /// The `--config` file this command names.
     pub fn settings_file(&self) -> Result<SettingsFile, TailerError> {
@@ -179,7 +185,11 @@ impl RunArgs {
             )));
         }
         let mut options = vec![("compression.type".to_owned(), compression)];
-        match self.linger_ms {
+        let linger = match self.exactly_once {
+            true => self.linger_ms.or(Some(EXACTLY_ONCE_LINGER_MS)),
+            false => self.linger_ms,
+        };
+        match linger {
             Some(linger) => options.push(("linger.ms".to_owned(), linger.to_string())),
             None => options.extend([
                 ("linger.ms".to_owned(), "0".to_owned()),

@@ -390,6 +390,7 @@ fn blank_kafka_options_are_skipped() {
 
 /// Without `--linger-ms` the producer batches adaptively (no linger, two requests in flight);
 /// with it, the linger is fixed and the in-flight limit is librdkafka's; `-X` still wins.
+/// `--exactly-once` lingers 5 ms unless told otherwise.
 #[test]
 fn batching_adapts_unless_a_linger_is_given() {
     let option = |c: &crate::TailerConfig, key: &str| {
@@ -411,6 +412,14 @@ fn batching_adapts_unless_a_linger_is_given() {
         option(&fixed, "max.in.flight.requests.per.connection"),
         None
     );
+
+    // Kafka transactions: records are visible at the commit only, so batching costs nothing.
+    let transactional = run_args(&["--exactly-once"]).resolve().unwrap();
+    assert_eq!(option(&transactional, "linger.ms").as_deref(), Some("5"));
+    let transactional = run_args(&["--exactly-once", "--linger-ms", "0"])
+        .resolve()
+        .unwrap();
+    assert_eq!(option(&transactional, "linger.ms").as_deref(), Some("0"));
 
     let user = run_args(&["-X", "max.in.flight.requests.per.connection=5"])
         .resolve()
