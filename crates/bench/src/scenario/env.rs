@@ -116,10 +116,10 @@ impl Env {
     }
 
     /// Before a relay's drain or live run on the mock cluster: an empty cluster, so every
-    /// relay starts from the same broker. The mock cluster lives in this process and slows as
-    /// it holds more (the relay measured second on a shared one drained at half the rate of
-    /// the same relay measured first), and a tailer that resumes would first scan the records
-    /// the relays before it left. tansu, its own process, is shared by the scenario's relays.
+    /// relay starts from the same broker. On a shared one, a tailer variant measured after
+    /// another first scans the records the relays before it left (idempotent resume reads up
+    /// to `--resume-scan-records` per partition looking for its own), a start-up cost the first
+    /// relay never pays. tansu, its own process, is shared by the scenario's relays.
     pub(crate) fn fresh_broker(&self) -> anyhow::Result<()> {
         let mut broker = self.broker.lock().expect("broker lock");
         if let Broker::Mock(_) = &*broker {
