@@ -328,8 +328,5 @@ impl Env {
 
 /// librdkafka's mock cluster with the bench's topics, 3 partitions each.
 fn mock_cluster() -> anyhow::Result<MockKafka> {
-    Ok(MockKafka::start_with_topics(
-        1,
-        &[(ORDER_TOPIC, 3), (LIVE_TOPIC, 3)],
-    )?)
+    MockKafka::start_with_topics(1, &[(ORDER_TOPIC, 3), (LIVE_TOPIC, 3)])
 }
