@@ -148,11 +148,10 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_COMPRESSION")]
     pub compression: Option<String>,
 
-    /// A fixed producer linger in milliseconds. Unset (the default), batching adapts: a
-    /// record goes out at once when nothing is in flight, and gathers behind at most two
-    /// produce requests in flight under load (docs/benchmarks.md has the measurements).
-    /// With --exactly-once the default is 5 ms: consumers see records only at each Kafka
-    /// commit anyway.
+    /// Producer linger in milliseconds [default: 5]. 0 sends each record at once when the
+    /// connection is idle (lowest latency at low rates; add
+    /// `-X max.in.flight.requests.per.connection=2` so records still batch under load), at
+    /// the cost of many small produce requests (docs/benchmarks.md has the measurements).
     #[arg(long, env = "OUTBOX_LINGER_MS")]
     pub linger_ms: Option<u64>,
 

@@ -17,17 +17,13 @@ use crate::error::TailerError;
 use crate::pg::names::{validate_ident, validate_slot, TableName};
 use crate::pg::tls::parse_conn_str;
 
-/// Without `--linger-ms` the producer batches adaptively (Nagle's rule): no linger, so a record
-/// goes out at once when the connection is idle, and at most this many produce requests in
-/// flight, so under load records gather behind them into larger batches. docs/benchmarks.md
-/// ("Latency that adapts") has the measurements behind it.
-const ADAPTIVE_IN_FLIGHT: &str = "2";
-
-/// With `--exactly-once` and no `--linger-ms`: a fixed linger. Consumers see a batch only at
-/// its Kafka commit (every `--transaction-max-ms`, 100 ms by default), so sending at once saves
-/// them nothing, while the small requests it makes cost the broker CPU and the drain rate
-/// (docs/benchmarks.md, "What exactly-once costs").
-const EXACTLY_ONCE_LINGER_MS: u64 = 5;
+/// The producer's linger without `--linger-ms`. No linger (sending at once when the connection
+/// is idle, with two produce requests in flight so records gather behind them under load) gave
+/// 1.4 ms p50 at 1,000 events/s on the mock cluster, but through tansu, a real broker on the
+/// same two cores, the many small requests it makes let latency at 10,000 events/s grow to
+/// seconds (docs/benchmarks.md, "Round two"). `--linger-ms 0` with
+/// `-X max.in.flight.requests.per.connection=2` is that mode for whom it suits.
+const DEFAULT_LINGER_MS: u64 = 5;
 
 impl Command {
     /// The `--config` file this command names.
@@ -185,20 +181,8 @@ impl RunArgs {
             )));
         }
         let mut options = vec![("compression.type".to_owned(), compression)];
-        let linger = match self.exactly_once {
-            true => self.linger_ms.or(Some(EXACTLY_ONCE_LINGER_MS)),
-            false => self.linger_ms,
-        };
-        match linger {
-            Some(linger) => options.push(("linger.ms".to_owned(), linger.to_string())),
-            None => options.extend([
-                ("linger.ms".to_owned(), "0".to_owned()),
-                (
-                    "max.in.flight.requests.per.connection".to_owned(),
-                    ADAPTIVE_IN_FLIGHT.to_owned(),
-                ),
-            ]),
-        }
+        let linger = self.linger_ms.unwrap_or(DEFAULT_LINGER_MS);
+        options.push(("linger.ms".to_owned(), linger.to_string()));
         // Blank entries (a trailing newline in OUTBOX_KAFKA_OPTIONS, from a YAML block or a
         // Secret file) are nothing to set.
         for raw in self.kafka.iter().filter(|r| !r.expose().trim().is_empty()) {

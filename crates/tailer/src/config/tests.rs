@@ -388,11 +388,10 @@ fn blank_kafka_options_are_skipped() {
     assert!(c.sink.options.iter().all(|(k, _)| !k.is_empty()));
 }
 
-/// Without `--linger-ms` the producer batches adaptively (no linger, two requests in flight);
-/// with it, the linger is fixed and the in-flight limit is librdkafka's; `-X` still wins.
-/// `--exactly-once` lingers 5 ms unless told otherwise.
+/// Without `--linger-ms` the producer lingers 5 ms, with `--exactly-once` too; `--linger-ms`
+/// sets it, and `-X` still wins.
 #[test]
-fn batching_adapts_unless_a_linger_is_given() {
+fn the_linger_is_5_ms_unless_given() {
     let option = |c: &crate::TailerConfig, key: &str| {
         c.sink
             .options
@@ -401,29 +400,21 @@ fn batching_adapts_unless_a_linger_is_given() {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
     };
-    let adaptive = run_args(&[]).resolve().unwrap();
-    assert_eq!(option(&adaptive, "linger.ms").as_deref(), Some("0"));
-    let in_flight = option(&adaptive, "max.in.flight.requests.per.connection");
-    assert_eq!(in_flight.as_deref(), Some("2"));
-
-    let fixed = run_args(&["--linger-ms", "5"]).resolve().unwrap();
-    assert_eq!(option(&fixed, "linger.ms").as_deref(), Some("5"));
+    let default = run_args(&[]).resolve().unwrap();
+    assert_eq!(option(&default, "linger.ms").as_deref(), Some("5"));
     assert_eq!(
-        option(&fixed, "max.in.flight.requests.per.connection"),
+        option(&default, "max.in.flight.requests.per.connection"),
         None
     );
-
-    // Kafka transactions: records are visible at the commit only, so batching costs nothing.
     let transactional = run_args(&["--exactly-once"]).resolve().unwrap();
     assert_eq!(option(&transactional, "linger.ms").as_deref(), Some("5"));
-    let transactional = run_args(&["--exactly-once", "--linger-ms", "0"])
-        .resolve()
-        .unwrap();
-    assert_eq!(option(&transactional, "linger.ms").as_deref(), Some("0"));
+    let given = run_args(&["--linger-ms", "0"]).resolve().unwrap();
+    assert_eq!(option(&given, "linger.ms").as_deref(), Some("0"));
 
-    let user = run_args(&["-X", "max.in.flight.requests.per.connection=5"])
-        .resolve()
-        .unwrap();
-    let in_flight = option(&user, "max.in.flight.requests.per.connection");
-    assert_eq!(in_flight.as_deref(), Some("5"), "-X comes after");
+    let user = run_args(&["-X", "linger.ms=1"]).resolve().unwrap();
+    assert_eq!(
+        option(&user, "linger.ms").as_deref(),
+        Some("1"),
+        "-X comes after"
+    );
 }
