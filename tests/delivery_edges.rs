@@ -16,6 +16,14 @@ use rdkafka::ClientConfig;
 use tokio::sync::mpsc;
 
 fn sink_config(brokers: String, options: &[(&str, &str)]) -> SinkConfig {
+    sink_config_sending_at_once_below(brokers, options, 2_000)
+}
+
+fn sink_config_sending_at_once_below(
+    brokers: String,
+    options: &[(&str, &str)],
+    send_at_once_below: u64,
+) -> SinkConfig {
     SinkConfig {
         brokers,
         options: options
@@ -26,6 +34,7 @@ fn sink_config(brokers: String, options: &[(&str, &str)]) -> SinkConfig {
         topic_partitions: 1,
         topic_replication_factor: -1,
         resume_scan: 0,
+        send_at_once_below,
         transactions: None,
         partitioner: Default::default(),
     }
@@ -133,4 +142,63 @@ async fn no_record_reaches_a_partition_after_an_earlier_one_failed() {
         delivered <= 1,
         "records queued behind the refused one reached the partition: {got:?}"
     );
+}
+
+/// Hand `n` records over, one transaction each, then tell the sink the source is idle.
+async fn hand_over_then_idle(sink: &mut KafkaSink, topic: &str, n: u32) {
+    let mut tracker = AckTracker::new(pgoutput::Lsn::ZERO);
+    for i in 0..n {
+        tracker.begin();
+        let ticket = tracker.publish(16).expect("open transaction");
+        sink.send(record(topic, i), ticket)
+            .await
+            .expect("handed over");
+        tracker.commit(pgoutput::Lsn::from(u64::from(i + 1) * 100));
+    }
+    sink.source_idle();
+}
+
+/// A linger far longer than any test: a record acked before it ended was sent at once.
+const LONG_LINGER_MS: &str = "600000";
+
+/// A light stream does not wait for the linger: once the source is idle, what the producer
+/// holds goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_record_goes_out_without_waiting_for_the_linger() {
+    let mock = MockCluster::<DefaultProducerContext>::new(1).expect("mock cluster");
+    let topic = "edges.send-now";
+    mock.create_topic(topic, 1, 1).expect("topic");
+    let config = sink_config(mock.bootstrap_servers(), &[("linger.ms", LONG_LINGER_MS)]);
+    let (tx, mut acks) = mpsc::unbounded_channel();
+    let mut sink = KafkaSink::new(&config, tx, 1000, 1 << 20, 1 << 20).expect("sink");
+    for round in 0..3 {
+        hand_over_then_idle(&mut sink, topic, 1).await;
+        let ack = tokio::time::timeout(Duration::from_secs(60), acks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the record waited for the linger"))
+            .expect("ack channel open");
+        assert_eq!(ack.result, Ok(()), "round {round}");
+    }
+}
+
+/// With sending at once off, or a stream above the rate, records batch for the linger: none is
+/// acked while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_for_the_linger_when_the_stream_is_busy_or_sending_at_once_is_off() {
+    let mock = MockCluster::<DefaultProducerContext>::new(1).expect("mock cluster");
+    let topic = "edges.linger";
+    mock.create_topic(topic, 1, 1).expect("topic");
+    let options = [("linger.ms", LONG_LINGER_MS)];
+    // Off; and on at 1 event/s, which 5 records at once exceed.
+    for (below, n) in [(0, 1), (1, 5)] {
+        let config = sink_config_sending_at_once_below(mock.bootstrap_servers(), &options, below);
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        let mut sink = KafkaSink::new(&config, tx, 1000, 1 << 20, 1 << 20).expect("sink");
+        hand_over_then_idle(&mut sink, topic, n).await;
+        let early = tokio::time::timeout(Duration::from_secs(3), acks.recv()).await;
+        assert!(
+            early.is_err(),
+            "below {below} events/s, {n} records: acked before the linger ended: {early:?}"
+        );
+    }
 }

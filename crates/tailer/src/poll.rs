@@ -140,6 +140,8 @@ impl Poller {
             self.stats.events_published += 1;
         }
         tracker.commit(Lsn::from(self.rounds));
+        // Nothing more comes before these are acked: a light stream need not wait to batch.
+        self.sink.source_idle();
         self.await_acks(&mut tracker).await?;
         Ok(ctids)
     }

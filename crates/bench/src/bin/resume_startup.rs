@@ -31,6 +31,7 @@ fn config(brokers: &str, scan: u64) -> SinkConfig {
         topic_replication_factor: -1,
         partitioner: Default::default(),
         resume_scan: scan,
+        send_at_once_below: 0,
         transactions: None,
     }
 }

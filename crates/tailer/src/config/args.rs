@@ -148,12 +148,18 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_COMPRESSION")]
     pub compression: Option<String>,
 
-    /// Producer linger in milliseconds [default: 5]. 0 sends each record at once when the
-    /// connection is idle (lowest latency at low rates; add
-    /// `-X max.in.flight.requests.per.connection=2` so records still batch under load), at
-    /// the cost of many small produce requests (docs/benchmarks.md has the measurements).
+    /// Producer linger in milliseconds [default: 5]: how long records wait to share a produce
+    /// request while the stream is busy (a light one is sent at once, see
+    /// `--send-at-once-below`). 0 never waits, at the cost of many small produce requests
+    /// under load (docs/benchmarks.md has the measurements).
     #[arg(long, env = "OUTBOX_LINGER_MS")]
     pub linger_ms: Option<u64>,
+
+    /// While events arrive slower than this (events per second) and the replication stream has
+    /// nothing more queued, records go to Kafka at once instead of waiting for the linger
+    /// [default: 2000]. Faster streams batch for the linger. 0: always wait for the linger.
+    #[arg(long, env = "OUTBOX_SEND_AT_ONCE_BELOW")]
+    pub send_at_once_below: Option<u64>,
 
     #[command(flatten)]
     #[serde(flatten)]

@@ -17,13 +17,15 @@ use crate::error::TailerError;
 use crate::pg::names::{validate_ident, validate_slot, TableName};
 use crate::pg::tls::parse_conn_str;
 
-/// The producer's linger without `--linger-ms`. No linger (sending at once when the connection
-/// is idle, with two produce requests in flight so records gather behind them under load) gave
-/// 1.4 ms p50 at 1,000 events/s on the mock cluster, but through tansu, a real broker on the
-/// same two cores, the many small requests it makes let latency at 10,000 events/s grow to
-/// seconds (docs/benchmarks.md, "Round two"). `--linger-ms 0` with
-/// `-X max.in.flight.requests.per.connection=2` is that mode for whom it suits.
+/// The producer's linger without `--linger-ms`, for busy streams (light ones are sent at once:
+/// `DEFAULT_SEND_AT_ONCE_BELOW`). No linger at all gave 1.4 ms p50 at 1,000 events/s on the mock
+/// cluster, but through tansu, a real broker on the same two cores, the many small requests it
+/// makes let latency at 10,000 events/s grow to seconds (docs/benchmarks.md, "Round two").
 const DEFAULT_LINGER_MS: u64 = 5;
+
+/// Below this many events per second, records go out at once when the stream has nothing
+/// more queued (`relay::sink::send_now`).
+const DEFAULT_SEND_AT_ONCE_BELOW: u64 = 2_000;
 
 impl Command {
     /// The `--config` file this command names.
@@ -214,6 +216,9 @@ impl RunArgs {
             partitioner,
             resume_scan: self.resume_scan_records.unwrap_or(10_000),
             transactions: self.transactions()?,
+            send_at_once_below: self
+                .send_at_once_below
+                .unwrap_or(DEFAULT_SEND_AT_ONCE_BELOW),
         })
     }
 }

@@ -159,6 +159,9 @@ pub struct SinkConfig {
     pub resume_scan: u64,
     /// `--exactly-once`: Kafka transactions, and how large each may grow.
     pub transactions: Option<TransactionConfig>,
+    /// Send at once, without the linger, while the stream is slower than this many events per
+    /// second (0: always linger).
+    pub send_at_once_below: u64,
 }
 
 /// How keys map to partitions.

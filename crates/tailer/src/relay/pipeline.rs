@@ -159,6 +159,9 @@ impl<K: Sink> Pipeline<K> {
         let in_loop = self.metrics.heartbeat.enter();
         let mut idle = tokio::time::interval(IDLE_TURN);
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The source had nothing queued when last asked (or was not asked yet): the sink may
+        // send without batching.
+        let mut source_idle = true;
         loop {
             in_loop.turn();
             // The in-flight gauges, once per turn (a turn handles up to a burst of events).
@@ -185,6 +188,10 @@ impl<K: Sink> Pipeline<K> {
                 Some(ack) = self.acks.recv() => {
                     self.on_ack(ack, Some(&mut *source))?;
                     self.take_queued_acks(source)?;
+                    if source_idle {
+                        // What queued up behind the last "send now" goes once it is acked.
+                        self.sink.source_idle();
+                    }
                 }
                 Ok(()) = ceiling_rose(self.ceiling.as_mut().map(|(_, rx)| rx)), if self.ceiling.is_some() => {
                     // What the ceiling held back (the tracker's durable position is kept).
@@ -202,12 +209,17 @@ impl<K: Sink> Pipeline<K> {
                     // of the loop (and of every branch's future) per burst, not per event.
                     // A stop requested meanwhile waits for the burst (at most BURST events).
                     // Acks still go first, as in the loop's order.
+                    source_idle = false;
                     for _ in 1..BURST {
                         self.take_queued_acks(source)?;
                         if !self.has_room() {
                             break;
                         }
-                        let Some(event) = source.next().now_or_never() else { break };
+                        let Some(event) = source.next().now_or_never() else {
+                            source_idle = true;
+                            self.sink.source_idle();
+                            break;
+                        };
                         if let Some(end) = self.on_source(event?, source).await? {
                             return Ok(end);
                         }

@@ -149,6 +149,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("route_topic_regex", "\"(?<routedByValue>.*)\""),
     ("timestamp_column", "\"created_at\""),
     ("linger_ms", "5"),
+    ("send_at_once_below", "2000"),
     ("header_columns", "[\"tenant_id:tenant\"]"),
     ("field_placements", "[\"type:header:eventType\"]"),
     ("kafka", ""),

@@ -121,6 +121,44 @@ async fn publishes_before_commit_and_confirms_only_after_acks() {
     assert_eq!(source.confirmed, vec![Lsn::from(200), Lsn::from(300)]);
 }
 
+/// The sink hears that the source is idle once what it held is handed over (not between the
+/// transactions of a burst), and again when acks come back while it still is.
+#[tokio::test]
+async fn the_sink_hears_when_the_source_has_nothing_more() {
+    let (mut p, _tx) = pipeline(100);
+    let mut source = ScriptedSource {
+        wait_when_done: true,
+        ..ScriptedSource::default()
+    };
+    source.events.extend([
+        begin(100),
+        relation(),
+        insert(1),
+        insert(2),
+        commit(200),
+        begin(300),
+        insert(3),
+        commit(400),
+    ]);
+    settle(&mut p, &mut source).await;
+    assert_eq!(
+        p.sink().idle_at,
+        vec![3],
+        "idle after the last queued event only"
+    );
+    for i in 0..3 {
+        p.sink().ack(i);
+    }
+    settle(&mut p, &mut source).await;
+    assert_eq!(source.confirmed, vec![Lsn::from(200), Lsn::from(400)]);
+    assert_eq!(
+        p.sink().idle_at.len(),
+        2,
+        "and again with the acks: {:?}",
+        p.sink().idle_at
+    );
+}
+
 #[tokio::test]
 async fn a_full_window_stops_reading() {
     let (mut p, _tx) = pipeline(2);

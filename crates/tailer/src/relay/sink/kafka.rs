@@ -1,6 +1,7 @@
 //! The Kafka implementation of [`Sink`](crate::relay::sink::Sink), through librdkafka's
 //! threaded producer; delivery reports become [`Ack`]s on the pipeline's channel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::relay::progress::Ticket;
 use crate::relay::route::Record;
 use crate::relay::sink::partitioner::partition;
 use crate::relay::sink::resume::Resume;
+use crate::relay::sink::send_now::SendNow;
 use crate::relay::sink::topics::Topics;
 use crate::relay::sink::transaction::{self, Batch};
 use crate::relay::sink::{Ack, DeliveryFailure, Sink};
@@ -33,6 +35,8 @@ struct AckContext {
     /// Where librdkafka's statistics go, once the sink has metrics.
     metrics: OnceLock<Arc<Metrics>>,
     totals: Mutex<ProducerTotals>,
+    /// Delivery reports received, for [`SendNow`].
+    delivered: Arc<AtomicU64>,
 }
 
 impl ClientContext for AckContext {
@@ -51,6 +55,7 @@ impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<Ticket>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ticket: Box<Ticket>) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
         let result = match result {
             Ok(_) => Ok(()),
             Err((err, msg)) => Err(DeliveryFailure {
@@ -77,6 +82,9 @@ pub struct KafkaSink {
     /// `--exactly-once`: the open Kafka transaction.
     batch: Option<Batch>,
     partitioner: Partitioner,
+    /// Send at once when the source is idle (not with `--exactly-once`, whose records become
+    /// visible only at the commit, nor without a linger).
+    send_now: Option<SendNow>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -143,11 +151,13 @@ impl KafkaSink {
         max_message: usize,
     ) -> Result<KafkaSink, TailerError> {
         let cc = producer_config(config, max_events, max_bytes, max_message);
+        let delivered = Arc::new(AtomicU64::new(0));
         let producer = cc
             .create_with_context(AckContext {
                 acks: acks.clone(),
                 metrics: OnceLock::new(),
                 totals: Mutex::default(),
+                delivered: Arc::clone(&delivered),
             })
             .map_err(|source| TailerError::Kafka {
                 context: "creating the producer (check the -X options)",
@@ -176,8 +186,28 @@ impl KafkaSink {
             }
             None => None,
         };
+        let producer = Arc::new(producer);
+        // librdkafka's default linger is 5 ms; the tailer always sets one.
+        let linger_ms = config
+            .options
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "linger.ms" || k == "queue.buffering.max.ms")
+            .map_or(Some(5.0), |(_, v)| v.trim().parse::<f64>().ok());
+        let below = match (batch.is_none(), linger_ms) {
+            (true, Some(ms)) if ms > 0.0 => config.send_at_once_below,
+            _ => 0,
+        };
+        // Sending at once waits at most one linger for its records (a float number of ms).
+        let linger = Duration::from_secs_f64(linger_ms.unwrap_or(0.0).clamp(0.0, 900_000.0) / 1e3);
+        let send_now = SendNow::start(Arc::clone(&producer), delivered, below, linger)
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "no thread for sending at once: every record waits for linger.ms");
+            })
+            .ok()
+            .flatten();
         Ok(KafkaSink {
-            producer: Arc::new(producer),
+            producer,
             topics: Topics::new(config, admin),
             resume: None,
             acks,
@@ -185,6 +215,7 @@ impl KafkaSink {
             stop: None,
             batch,
             partitioner: config.partitioner,
+            send_now,
         })
     }
 
@@ -263,6 +294,12 @@ impl Sink for KafkaSink {
         self.abort_batch().await
     }
 
+    fn source_idle(&mut self) {
+        if let Some(send_now) = self.send_now.as_mut() {
+            send_now.idle();
+        }
+    }
+
     async fn send(&mut self, record: Record, ticket: Ticket) -> Result<(), TailerError> {
         let partitions = self
             .topics
@@ -311,7 +348,12 @@ impl Sink for KafkaSink {
         }
         loop {
             match self.producer.send(base) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(send_now) = self.send_now.as_mut() {
+                        send_now.handed_over();
+                    }
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // The in-flight window normally keeps us below librdkafka's queue limit
                     // (e.g. a smaller `-X queue.buffering.max.messages` breaks that); wait for

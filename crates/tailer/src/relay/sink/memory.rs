@@ -15,6 +15,8 @@ pub struct MemorySink {
     pub auto_ack: bool,
     /// Transactional mode: records are visible only once committed.
     pub txn: Option<MemoryTxn>,
+    /// `records.len()` each time the pipeline said the source was idle.
+    pub idle_at: Vec<usize>,
 }
 
 /// What a transactional [`MemorySink`] committed and aborted.
@@ -39,6 +41,7 @@ impl MemorySink {
             acks,
             auto_ack,
             txn: None,
+            idle_at: Vec::new(),
         }
     }
 
@@ -77,6 +80,10 @@ impl Sink for MemorySink {
 
     fn transactional(&self) -> bool {
         self.txn.is_some()
+    }
+
+    fn source_idle(&mut self) {
+        self.idle_at.push(self.records.len());
     }
 
     async fn commit(&mut self, now: bool) -> Result<bool, TailerError> {

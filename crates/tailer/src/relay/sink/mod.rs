@@ -22,6 +22,7 @@ pub mod kafka;
 pub mod memory;
 pub mod partitioner;
 pub mod resume;
+pub mod send_now;
 pub mod topics;
 pub mod transaction;
 
@@ -69,6 +70,10 @@ pub trait Sink: Send {
         let _ = catching_up;
         None
     }
+
+    /// The source has nothing more queued right now: what was handed over may go out without
+    /// waiting to batch with records that are not coming (a hint; the sink decides).
+    fn source_idle(&mut self) {}
 
     /// Nothing handed over waits for a commit.
     fn all_committed(&self) -> bool {
