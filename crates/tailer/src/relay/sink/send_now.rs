@@ -91,41 +91,44 @@ impl SendNow {
 /// Records handed over per [`WINDOW`], counted at the moments the source is idle.
 #[derive(Debug)]
 struct ArrivalRate {
-    /// Most records per window for a light stream.
+    /// Events per second for a light stream.
+    below: u64,
+    /// Most records in the current window for a light stream.
     per_window: u64,
     window_start: Instant,
-    /// Records handed over when the current and the previous window started.
+    /// Records handed over when the current window started.
     at_window: u64,
-    at_previous: u64,
+    /// The stream was above the rate over the previous window.
+    was_busy: bool,
 }
 
 impl ArrivalRate {
     fn new(below: u64, now: Instant) -> ArrivalRate {
         let window_ms = u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX);
         ArrivalRate {
+            below,
             per_window: (below.saturating_mul(window_ms) / 1000).max(1),
             window_start: now,
             at_window: 0,
-            at_previous: 0,
+            was_busy: false,
         }
     }
 
-    /// Neither the current window nor the one before it had more than the light rate's records
-    /// (`handed` is the running count).
+    /// Neither the current window nor the previous one had more records than the light rate
+    /// allows (`handed` is the running count). A window lasts until the first idle moment
+    /// [`WINDOW`] after its start, so the previous one's rate is its count over its length: a
+    /// quiet spell followed by one large transaction is light, a backlog read without an idle
+    /// moment is not.
     fn light(&mut self, handed: u64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.window_start);
         if elapsed >= WINDOW {
-            // After a quiet spell of more than a window, what arrived since is all new: the
-            // rate is judged from here on.
-            self.at_previous = match elapsed >= 2 * WINDOW {
-                true => handed,
-                false => self.at_window,
-            };
+            let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            let count = handed - self.at_window;
+            self.was_busy = count.saturating_mul(1_000_000) > self.below.saturating_mul(us);
             self.at_window = handed;
             self.window_start = now;
         }
-        handed - self.at_window <= self.per_window
-            && self.at_window - self.at_previous <= self.per_window
+        !self.was_busy && handed - self.at_window <= self.per_window
     }
 }
 
@@ -211,6 +214,16 @@ mod tests {
         assert!(rate.light(1_001, ms(t0, 1_001)));
         // Another 1,000 right behind them are a busy stream.
         assert!(!rate.light(2_001, ms(t0, 1_002)));
+    }
+
+    #[test]
+    fn a_backlog_read_without_an_idle_moment_is_busy() {
+        let t0 = Instant::now();
+        let mut rate = ArrivalRate::new(2_000, t0);
+        // 10,000 records over 50 ms, the source idle only at the end.
+        assert!(!rate.light(10_000, ms(t0, 50)));
+        // A lone record right after is still judged by that window.
+        assert!(!rate.light(10_001, ms(t0, 52)));
     }
 
     #[test]
