@@ -83,7 +83,8 @@ pub struct KafkaSink {
     batch: Option<Batch>,
     partitioner: Partitioner,
     /// Send at once when the source is idle (not with `--exactly-once`, whose records become
-    /// visible only at the commit, nor without a linger).
+    /// visible only at the commit, nor without a linger). Last field: dropped after
+    /// `producer`, it joins its helper, which drops the producer's last handle.
     send_now: Option<SendNow>,
 }
 

@@ -21,6 +21,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::{Producer as _, ProducerContext, ThreadedProducer};
@@ -31,7 +32,11 @@ const WINDOW: Duration = Duration::from_millis(10);
 /// The pipeline's side: Nagle's count, the arrival rate, and the helper thread's wake-up.
 #[derive(Debug)]
 pub struct SendNow {
-    wake: SyncSender<()>,
+    /// `None` only while dropping: closing it ends the helper thread.
+    wake: Option<SyncSender<()>>,
+    /// The helper thread, joined on drop so that the producer it shares is destroyed with the
+    /// sink, not later on the helper (when the broker may already be gone).
+    helper: Option<JoinHandle<()>>,
     /// Records whose delivery report came back (counted by the producer's context).
     delivered: Arc<AtomicU64>,
     /// Records handed to the producer.
@@ -56,11 +61,12 @@ impl SendNow {
         // One pending wake-up is enough: the helper sends everything held when it runs.
         let (wake, rx) = sync_channel(1);
         let wait_ms = i32::try_from(linger.as_millis()).unwrap_or(i32::MAX).max(1);
-        std::thread::Builder::new()
+        let helper = std::thread::Builder::new()
             .name("send-now".into())
             .spawn(move || run(&producer, &rx, wait_ms))?;
         Ok(Some(SendNow {
-            wake,
+            wake: Some(wake),
+            helper: Some(helper),
             delivered,
             handed: 0,
             nudged: 0,
@@ -84,7 +90,18 @@ impl SendNow {
         }
         self.nudged = self.handed;
         // Full: a wake-up is already pending, and it sends these too.
-        let _ = self.wake.try_send(());
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+impl Drop for SendNow {
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(helper) = self.helper.take() {
+            let _ = helper.join();
+        }
     }
 }
 
