@@ -277,18 +277,36 @@ pub fn now_us() -> i64 {
 /// `deadline` passed (a relay that
 /// cannot keep up with the rate); latency = consume time − payload `t`, of the events that
 /// arrived. Returns the histogram and how many arrived.
+/// Commit-to-consume latencies of a live run: all events, and by third of the write phase
+/// (by each event's write time), which shows whether the tail grows as the run goes on.
+#[derive(Debug)]
+pub struct Latencies {
+    pub all: Histogram<u64>,
+    pub thirds: [Histogram<u64>; 3],
+    pub seen: u64,
+}
+
+/// `seconds`: the write phase's planned length, which the thirds divide (the first event's
+/// write time is its start).
 pub fn consume_latencies(
     bootstrap: &str,
     topic: &str,
     from: &Marks,
     total: &AtomicU64,
     deadline: Instant,
-) -> anyhow::Result<(Histogram<u64>, u64)> {
+    seconds: u64,
+) -> anyhow::Result<Latencies> {
     let c = consumer(bootstrap)?;
     assign_from(&c, topic, from)?;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
-    let mut seen = 0u64;
-    while seen < total.load(Ordering::Relaxed) && Instant::now() < deadline {
+    let hist = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3);
+    let mut out = Latencies {
+        all: hist()?,
+        thirds: [hist()?, hist()?, hist()?],
+        seen: 0,
+    };
+    let third_us = (seconds.max(1) * 1_000_000 / 3) as i64;
+    let mut origin = None;
+    while out.seen < total.load(Ordering::Relaxed) && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             let now = now_us();
             let mut payload: serde_json::Value =
@@ -298,9 +316,12 @@ pub fn consume_latencies(
                 payload = serde_json::from_str(s).context("live payload in a string")?;
             }
             let t = payload["t"].as_i64().context("live payload without t")?;
-            hist.record((now - t).max(1) as u64)?;
-            seen += 1;
+            let latency = (now - t).max(1) as u64;
+            out.all.record(latency)?;
+            let third = (t - *origin.get_or_insert(t)).clamp(0, 2 * third_us) / third_us;
+            out.thirds[third as usize].record(latency)?;
+            out.seen += 1;
         }
     }
-    Ok((hist, seen))
+    Ok(out)
 }

@@ -86,6 +86,12 @@ pub struct BenchOptions {
     #[arg(long)]
     pub live_seconds: Option<u64>,
 
+    /// Partitions of the live topic. librdkafka's mock cluster finds a fetch's offset by
+    /// walking the partition's batches from the oldest, so its cost of serving the measuring
+    /// consumer grows with the batches a run leaves in each partition (see docs/benchmarks.md).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub live_partitions: i32,
+
     /// tansu's storage: `memory` (the default, fastest) or `sqlite` (durable, as a deployment
     /// would run it; a killed producer's last batch is readable at once there).
     #[arg(long, value_enum, default_value_t = TansuStore::Memory)]
@@ -311,6 +317,7 @@ pub async fn run_into(options: &BenchOptions, out: &mut Option<Report>) -> anyho
                 .collect(),
             poll_window: std::time::Duration::from_secs(sizes.poll_window_seconds),
             live_grace: std::time::Duration::from_secs(sizes.live_grace_seconds),
+            live_partitions: options.live_partitions,
         };
         let env = scenario::Env::start(options.broker, options.tansu_storage, &tools).await?;
         let rows = match kind {

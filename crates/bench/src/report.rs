@@ -185,9 +185,12 @@ impl Report {
         }
         let live: Vec<&Row> = self.rows.iter().filter(|r| r.is_live()).collect();
         if !live.is_empty() {
-            md.push_str("\n| live scenario | relay | broker | delivered | p50 ms | p99 ms | max ms | CPU while writing: PostgreSQL / relay / harness (writers, consumer, mock cluster), % of one core |\n|---|---|---|---|---:|---:|---:|---|\n");
+            md.push_str("\n| live scenario | relay | broker | delivered | p50 ms | p99 ms | p99 ms by third of the run | max ms | CPU while writing: PostgreSQL / relay / harness (writers, consumer, mock cluster), % of one core |\n|---|---|---|---|---:|---:|---:|---:|---|\n");
             for r in live {
                 let [p50, p99, max] = r.latency_ms.unwrap_or_default();
+                let thirds = opt(r
+                    .p99_by_third_ms
+                    .map(|[a, b, c]| format!("{a:.1} / {b:.1} / {c:.1}")));
                 let delivered = match r.published {
                     Some(n) => format!(
                         "{n} of {}: fell behind (latency of those delivered)",
@@ -199,7 +202,7 @@ impl Report {
                     opt(ms.map(|ms| format!("{:.0}", ms as f64 / 10.0 / r.seconds.max(1e-9))))
                 };
                 md.push_str(&format!(
-                    "| {} | {} | {} | {delivered} | {p50:.1} | {p99:.1} | {max:.1} | {} / {} / {} |\n",
+                    "| {} | {} | {} | {delivered} | {p50:.1} | {p99:.1} | {thirds} | {max:.1} | {} / {} / {} |\n",
                     r.scenario,
                     r.relay,
                     r.broker,

@@ -28,6 +28,10 @@ pub struct Row {
     pub wal_bytes: Option<i64>,
     /// p50, p99, max in milliseconds (commit to consume).
     pub latency_ms: Option<[f64; 3]>,
+    /// Live: the p99 of the events written in each third of the write phase (a tail that grows
+    /// through the run points at something that accumulates, such as the broker's log).
+    #[serde(default)]
+    pub p99_by_third_ms: Option<[f64; 3]>,
     /// Records the relay published when it did not publish all `events`: drains stopped after
     /// a bounded window (`seconds` is then the window), live runs where the relay fell behind
     /// (latency is then that of the events that arrived).
@@ -67,10 +71,13 @@ impl Row {
 
     pub fn one_line(&self) -> String {
         match self.latency_ms {
-            Some([p50, p99, max]) => format!(
-                "{} | {} | {}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms",
-                self.scenario, self.relay, self.broker
-            ),
+            Some([p50, p99, max]) => {
+                let [a, b, c] = self.p99_by_third_ms.unwrap_or_default();
+                format!(
+                    "{} | {} | {}: p50 {p50:.1} ms, p99 {p99:.1} ms (by third of the run {a:.1} / {b:.1} / {c:.1}), max {max:.1} ms",
+                    self.scenario, self.relay, self.broker
+                )
+            }
             None => match self.published {
                 Some(n) => format!(
                     "{} | {} | {}: {n} events in a {:.0} s window, {:.1} events/s (all {} would take ~{:.0} s, extrapolated)",

@@ -20,6 +20,7 @@ fn options(relays: Vec<RelayKind>, scenarios: Vec<ScenarioKind>) -> BenchOptions
         // smoke test's.
         live_rates: vec![LiveRate::single(200)],
         live_seconds: None,
+        live_partitions: 3,
         tansu_storage: outbox_bench::TansuStore::Memory,
     }
 }

@@ -75,7 +75,7 @@ impl Env {
             true => crate::relay::debezium::confirm_target(&self.client, end).await?,
             false => Some(end.to_owned()),
         };
-        self.fresh_broker()?;
+        self.fresh_broker().await?;
         let base = kafka::marks(&self.bootstrap(), ORDER_TOPIC, self.counting())?;
         let dead0 = self.dead_tuples().await?;
         let autovacuums0 = self.autovacuum_count().await?;
@@ -169,6 +169,7 @@ impl Env {
             autovacuums: Some(autovacuums),
             vacuum_ms,
             latency_ms: None,
+            p99_by_third_ms: None,
         })
     }
 }

@@ -27,6 +27,8 @@ pub struct Tools {
     pub poll_window: Duration,
     /// How long after a live run's writes its events may still arrive.
     pub live_grace: Duration,
+    /// Partitions of the live topic (the order topic always has 3).
+    pub live_partitions: i32,
 }
 
 #[allow(dead_code)] // held for their Drop: the services live as long as the scenario
@@ -41,10 +43,10 @@ pub struct Env {
     pub(crate) pg: PgCluster,
     pub(crate) db: TestDb,
     pub(crate) client: Client,
-    /// Replaced by an empty one before each relay's measurement on the mock cluster (see
-    /// [`Env::fresh_broker`]).
+    /// Replaced by an empty one before each relay's measurement (see [`Env::fresh_broker`]).
     broker: std::sync::Mutex<Broker>,
     kind: BrokerKind,
+    storage: crate::TansuStore,
     pub(crate) tools: Tools,
     /// Debezium's offsets, per variant, kept across restarts within the scenario.
     state: HashMap<RelayKind, TempDir>,
@@ -71,18 +73,8 @@ impl Env {
                 .await?;
         }
         let broker = match kind {
-            BrokerKind::Mock => Broker::Mock(mock_cluster()?),
-            BrokerKind::Tansu => {
-                let t = TansuBroker::start_with(match storage {
-                    crate::TansuStore::Memory => TansuStorage::Memory,
-                    crate::TansuStore::Sqlite => TansuStorage::Sqlite,
-                })
-                .await?;
-                for topic in [ORDER_TOPIC, LIVE_TOPIC] {
-                    outbox_testkit::create_topic(&t.bootstrap_servers(), topic, 3).await?;
-                }
-                Broker::Tansu(t)
-            }
+            BrokerKind::Mock => Broker::Mock(mock_cluster(tools.live_partitions)?),
+            BrokerKind::Tansu => Broker::Tansu(tansu(storage, tools.live_partitions).await?),
         };
         let mut state = HashMap::new();
         for relay in tools.relays.iter().filter(|r| r.is_debezium()) {
@@ -99,6 +91,7 @@ impl Env {
             client,
             broker: std::sync::Mutex::new(broker),
             kind,
+            storage,
             tools: tools.clone(),
             state,
         })
@@ -115,16 +108,22 @@ impl Env {
         }
     }
 
-    /// Before a relay's drain or live run on the mock cluster: an empty cluster, so every
-    /// relay starts from the same broker. On a shared one, a tailer variant measured after
-    /// another first scans the records the relays before it left (idempotent resume reads up
-    /// to `--resume-scan-records` per partition looking for its own), a start-up cost the first
-    /// relay never pays. tansu, its own process, is shared by the scenario's relays.
-    pub(crate) fn fresh_broker(&self) -> anyhow::Result<()> {
-        let mut broker = self.broker.lock().expect("broker lock");
-        if let Broker::Mock(_) = &*broker {
-            *broker = Broker::Mock(mock_cluster()?);
-        }
+    /// Before a relay's drain or live run: an empty broker, so every relay starts from the
+    /// same one. On a shared one, a relay measured after others pays for what they left:
+    /// idempotent resume scans up to `--resume-scan-records` of their records per partition
+    /// looking for its own, and both brokers find a fetch's offset by walking every batch of
+    /// the partition (librdkafka's mock cluster its message-set list, tansu's memory storage
+    /// a listing of its batch objects), so a consumer's latency grows with the batches earlier
+    /// relays wrote.
+    pub(crate) async fn fresh_broker(&self) -> anyhow::Result<()> {
+        let fresh = match self.kind {
+            BrokerKind::Mock => Broker::Mock(mock_cluster(self.tools.live_partitions)?),
+            BrokerKind::Tansu => {
+                Broker::Tansu(tansu(self.storage, self.tools.live_partitions).await?)
+            }
+        };
+        // The old broker stops once the lock is released.
+        let _old = std::mem::replace(&mut *self.broker.lock().expect("broker lock"), fresh);
         Ok(())
     }
 
@@ -326,7 +325,22 @@ impl Env {
     }
 }
 
-/// librdkafka's mock cluster with the bench's topics, 3 partitions each.
-fn mock_cluster() -> anyhow::Result<MockKafka> {
-    MockKafka::start_with_topics(1, &[(ORDER_TOPIC, 3), (LIVE_TOPIC, 3)])
+/// A tansu broker with the bench's topics: the order topic with 3 partitions, the live one
+/// with `live_partitions`.
+async fn tansu(storage: crate::TansuStore, live_partitions: i32) -> anyhow::Result<TansuBroker> {
+    let t = TansuBroker::start_with(match storage {
+        crate::TansuStore::Memory => TansuStorage::Memory,
+        crate::TansuStore::Sqlite => TansuStorage::Sqlite,
+    })
+    .await?;
+    for (topic, partitions) in [(ORDER_TOPIC, 3), (LIVE_TOPIC, live_partitions)] {
+        outbox_testkit::create_topic(&t.bootstrap_servers(), topic, partitions).await?;
+    }
+    Ok(t)
+}
+
+/// librdkafka's mock cluster with the bench's topics: the order topic with 3 partitions, the
+/// live one with `live_partitions`.
+fn mock_cluster(live_partitions: i32) -> anyhow::Result<MockKafka> {
+    MockKafka::start_with_topics(1, &[(ORDER_TOPIC, 3), (LIVE_TOPIC, live_partitions)])
 }

@@ -29,7 +29,7 @@ async fn live_one(
     grace: Duration,
 ) -> anyhow::Result<Row> {
     env.skip_to_now(relay).await?;
-    env.fresh_broker()?;
+    env.fresh_broker().await?;
     let mut running = env.start_relay(relay)?;
     env.wait_active(relay, &mut running).await?;
     let bootstrap = env.bootstrap();
@@ -57,7 +57,7 @@ async fn live_one(
     // (classic polling, by design): its row says how many events arrived.
     let deadline = Instant::now() + Duration::from_secs(seconds) + grace;
     let consumer = std::thread::spawn(move || {
-        kafka::consume_latencies(&bootstrap, LIVE_TOPIC, &from, &target, deadline)
+        kafka::consume_latencies(&bootstrap, LIVE_TOPIC, &from, &target, deadline, seconds)
     });
 
     let mut clients = Vec::new();
@@ -81,22 +81,29 @@ async fn live_one(
     let (sent, write_secs) = (writes.events, writes.seconds);
     written.store(sent, std::sync::atomic::Ordering::Relaxed);
     let total = sent;
-    let (hist, arrived) = consumer
+    let latencies = consumer
         .join()
         .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??;
     running.stop()?;
+    let (hist, arrived) = (&latencies.all, latencies.seen);
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let p99_of = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
     Ok(Row {
         scenario: format!(
-            "{} for {seconds} s (achieved {:.0}/s)",
+            "{} for {seconds} s (achieved {:.0}/s){}",
             rate.name(),
-            total as f64 / write_secs
+            total as f64 / write_secs,
+            match env.tools.live_partitions {
+                3 => String::new(),
+                n => format!(", topic of {n} partitions"),
+            }
         ),
         relay: relay.label(),
         broker: env.broker_name().into(),
         events: total,
         seconds: write_secs,
         latency_ms: Some([ms(0.5), ms(0.99), hist.max() as f64 / 1000.0]),
+        p99_by_third_ms: Some(latencies.thirds.each_ref().map(p99_of)),
         published: (arrived < total).then_some(arrived),
         pg_cpu_ms: Some(cpu1.0.saturating_sub(cpu0.0)),
         relay_cpu_ms: cpu1.1.zip(cpu0.1).map(|(b, a)| b.saturating_sub(a)),
