@@ -188,9 +188,7 @@ impl Report {
             md.push_str("\n| live scenario | relay | broker | delivered | p50 ms | p99 ms | p99 ms by third of the run | max ms | CPU while writing: PostgreSQL / relay / harness (writers, consumer, mock cluster), % of one core |\n|---|---|---|---|---:|---:|---:|---:|---|\n");
             for r in live {
                 let [p50, p99, max] = r.latency_ms.unwrap_or_default();
-                let thirds = opt(r
-                    .p99_by_third_ms
-                    .map(|[a, b, c]| format!("{a:.1} / {b:.1} / {c:.1}")));
+                let thirds = opt(r.p99_by_third_ms.map(|t| t.map(third_ms).join(" / ")));
                 let delivered = match r.published {
                     Some(n) => format!(
                         "{n} of {}: fell behind (latency of those delivered)",
@@ -302,5 +300,15 @@ impl TargetCheck {
             self.measured.as_deref().unwrap_or("not measured"),
             self.verdict()
         )
+    }
+}
+
+/// A third of a live run's p99 in ms; 0 when none of its events arrived (a relay that fell
+/// behind), shown as "–".
+fn third_ms(p99: f64) -> String {
+    if p99 > 0.0 {
+        format!("{p99:.1}")
+    } else {
+        "–".into()
     }
 }

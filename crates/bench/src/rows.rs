@@ -29,7 +29,8 @@ pub struct Row {
     /// p50, p99, max in milliseconds (commit to consume).
     pub latency_ms: Option<[f64; 3]>,
     /// Live: the p99 of the events written in each third of the write phase (a tail that grows
-    /// through the run points at something that accumulates, such as the broker's log).
+    /// through the run points at something that accumulates, such as the broker's log); 0 for
+    /// a third none of whose events arrived.
     #[serde(default)]
     pub p99_by_third_ms: Option<[f64; 3]>,
     /// Records the relay published when it did not publish all `events`: drains stopped after
