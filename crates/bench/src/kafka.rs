@@ -273,21 +273,20 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-/// Read `topic` from `from` until `total` events (set by the writer when it is done) arrived or
-/// `deadline` passed (a relay that
-/// cannot keep up with the rate); latency = consume time − payload `t`, of the events that
-/// arrived. Returns the histogram and how many arrived.
 /// Commit-to-consume latencies of a live run: all events, and by third of the write phase
 /// (by each event's write time), which shows whether the tail grows as the run goes on.
 #[derive(Debug)]
 pub struct Latencies {
     pub all: Histogram<u64>,
     pub thirds: [Histogram<u64>; 3],
+    /// How many events arrived.
     pub seen: u64,
 }
 
-/// `seconds`: the write phase's planned length, which the thirds divide (the first event's
-/// write time is its start).
+/// Read `topic` from `from` until `total` events (set by the writer when it is done) arrived or
+/// `deadline` passed (a relay that cannot keep up with the rate); latency = consume time −
+/// payload `t`, of the events that arrived. `seconds` is the write phase's planned length,
+/// which the thirds divide (the first event's write time is its start).
 pub fn consume_latencies(
     bootstrap: &str,
     topic: &str,
