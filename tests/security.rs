@@ -174,7 +174,8 @@ fn source_config(conn: &str, password: Option<&str>) -> SourceConfig {
 /// Open the replication stream as `run` would, then close it.
 async fn replication_connect(source: &SourceConfig) -> Result<(), TailerError> {
     use outbox_tailer::relay::source::Source as _;
-    let s = PgSource::connect(source, Lsn::from(0), Duration::from_secs(1)).await?;
+    let pacing = outbox_tailer::relay::read_pacing::ReadPacing::default();
+    let s = PgSource::connect(source, Lsn::from(0), Duration::from_secs(1), pacing).await?;
     s.close().await;
     Ok(())
 }

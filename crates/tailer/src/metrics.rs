@@ -46,6 +46,7 @@ pub struct Metrics {
     pub in_flight_events: IntGauge,
     pub in_flight_bytes: IntGauge,
     pub reconnects: IntCounter,
+    pub catch_up_pauses: IntCounter,
     pub errors: IntCounterVec,
     pub streaming: IntGauge,
     /// 1 while another process holds the slot and this one waits to take over.
@@ -187,6 +188,7 @@ impl Metrics {
             in_flight_events: gauge(&r, IN_FLIGHT_EVENTS),
             in_flight_bytes: gauge(&r, IN_FLIGHT_BYTES),
             reconnects: counter(&r, RECONNECTS),
+            catch_up_pauses: counter(&r, CATCH_UP_PAUSES),
             errors,
             streaming: gauge(&r, STREAMING),
             standby: gauge(&r, STANDBY),

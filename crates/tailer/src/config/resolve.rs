@@ -158,6 +158,13 @@ impl RunArgs {
                 )?,
                 10_000,
             )?),
+            // Longer pauses would risk filling the socket's receive window and holding up the
+            // walsender.
+            catch_up_pause: Duration::from_millis(at_most(
+                "catch_up_pause_ms",
+                self.catch_up_pause_ms.unwrap_or(2),
+                50,
+            )?),
             metrics_addr: self.metrics_addr,
             ready_max_stall: Duration::from_secs(at_least_1(
                 "ready_max_stall_secs",

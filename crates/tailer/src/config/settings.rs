@@ -228,6 +228,8 @@ pub struct TailerConfig {
     pub create_slot: bool,
     pub shutdown_timeout: Duration,
     pub status_interval: Duration,
+    /// How long reading is held off while the stream is far behind (zero: never).
+    pub catch_up_pause: Duration,
     /// Where to serve `/metrics`, `/healthz`, `/readyz` (none: no HTTP endpoint).
     pub metrics_addr: Option<SocketAddr>,
     /// `/readyz` fails when events are in flight and nothing was confirmed for this long.

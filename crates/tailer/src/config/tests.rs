@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
@@ -85,6 +86,22 @@ fn bad_names_are_rejected() {
         .resolve()
         .unwrap_err();
     assert!(e.to_string().contains("publication"), "{e}");
+}
+
+#[test]
+fn catch_up_pause_defaults_to_2_ms_and_is_bounded() {
+    let c = run_args(&[]).resolve().unwrap();
+    assert_eq!(c.catch_up_pause, Duration::from_millis(2));
+    let c = run_args(&["--catch-up-pause-ms", "0"]).resolve().unwrap();
+    assert!(c.catch_up_pause.is_zero());
+    let e = run_args(&["--catch-up-pause-ms", "51"])
+        .resolve()
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("catch_up_pause_ms must be at most 50"),
+        "{e}"
+    );
 }
 
 #[test]

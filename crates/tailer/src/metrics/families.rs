@@ -85,6 +85,11 @@ pub(super) const RECONNECTS: Family = Family {
     name: "outbox_tailer_reconnects_total",
     help: "Replication stream reconnects after a transient error",
 };
+pub(super) const CATCH_UP_PAUSES: Family = Family {
+    name: "outbox_tailer_catch_up_pauses_total",
+    help: "Times reading the replication stream was held off for --catch-up-pause-ms while it \
+           was far behind (the stream then arrives in larger pieces)",
+};
 pub(super) const ERRORS: Family = Family {
     name: "outbox_tailer_errors_total",
     help: "Errors, by kind",

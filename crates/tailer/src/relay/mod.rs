@@ -13,6 +13,7 @@ pub mod assemble;
 pub mod decode;
 pub mod pipeline;
 pub mod progress;
+pub mod read_pacing;
 pub mod record;
 pub mod route;
 #[cfg(test)]

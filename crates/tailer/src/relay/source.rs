@@ -17,6 +17,7 @@ use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent}
 use crate::config::settings::host_and_port;
 use crate::config::SourceConfig;
 use crate::error::TailerError;
+use crate::relay::read_pacing::ReadPacing;
 
 /// What the replication stream delivers, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,7 @@ pub struct PgSource {
     client: ReplicationClient,
     slot: String,
     confirmed: Lsn,
+    pacing: ReadPacing,
 }
 
 impl PgSource {
@@ -83,6 +85,7 @@ impl PgSource {
         config: &SourceConfig,
         start: Lsn,
         status_interval: Duration,
+        pacing: ReadPacing,
     ) -> Result<PgSource, TailerError> {
         let rc = replication_config(config, start, Some(status_interval)).await?;
         let mut client = ReplicationClient::connect(rc)
@@ -96,6 +99,7 @@ impl PgSource {
             client,
             slot: config.slot.clone(),
             confirmed: start,
+            pacing,
         })
     }
 }
@@ -157,11 +161,35 @@ impl std::fmt::Debug for PgSource {
     }
 }
 
+impl PgSource {
+    /// The worker's next event. While the stream is far behind and the socket is empty, the
+    /// thread holds off reading for a moment first (see [`crate::relay::read_pacing`]).
+    async fn recv(&mut self) -> pgwire_replication::Result<Option<ReplicationEvent>> {
+        use futures::FutureExt as _;
+        if let Some(pause) = self.pacing.pause() {
+            if let Some(event) = self.client.recv().now_or_never() {
+                return event;
+            }
+            // The worker shares this thread: let it read what the socket holds (yielding
+            // polls the runtime's IO driver before this task runs again).
+            tokio::task::yield_now().await;
+            if let Some(event) = self.client.recv().now_or_never() {
+                return event;
+            }
+            // The socket was empty: block the thread (and with it the worker's next read)
+            // while the stream piles up. Acks and signals wait as long, and nothing else here
+            // is in a hurry while the stream is this far behind.
+            std::thread::sleep(pause);
+            self.pacing.paused();
+        }
+        self.client.recv().await
+    }
+}
+
 impl Source for PgSource {
     async fn next(&mut self) -> Result<SourceEvent, TailerError> {
         loop {
             let event = self
-                .client
                 .recv()
                 .await
                 .map_err(|e| crate::pg::errors::replication_error(e, &self.slot))?;
@@ -173,25 +201,38 @@ impl Source for PgSource {
                 });
             };
             return Ok(match event {
-                ReplicationEvent::KeepAlive { wal_end, .. } => SourceEvent::Keepalive {
-                    wal_end: lsn(wal_end),
-                },
+                ReplicationEvent::KeepAlive { wal_end, .. } => {
+                    self.pacing.keepalive();
+                    SourceEvent::Keepalive {
+                        wal_end: lsn(wal_end),
+                    }
+                }
                 ReplicationEvent::Begin {
                     final_lsn,
                     xid,
                     commit_time_micros,
-                } => SourceEvent::Begin {
-                    final_lsn: lsn(final_lsn),
-                    xid,
-                    commit_time: PgTimestamp::from_pg_micros(commit_time_micros),
-                },
+                } => {
+                    self.pacing.begin(commit_time_micros);
+                    SourceEvent::Begin {
+                        final_lsn: lsn(final_lsn),
+                        xid,
+                        commit_time: PgTimestamp::from_pg_micros(commit_time_micros),
+                    }
+                }
                 ReplicationEvent::Commit {
                     lsn: c, end_lsn, ..
                 } => SourceEvent::Commit {
                     commit_lsn: lsn(c),
                     end_lsn: lsn(end_lsn),
                 },
-                ReplicationEvent::XLogData { data, .. } => SourceEvent::Data(data),
+                ReplicationEvent::XLogData {
+                    data,
+                    server_time_micros,
+                    ..
+                } => {
+                    self.pacing.data(server_time_micros);
+                    SourceEvent::Data(data)
+                }
                 ReplicationEvent::Message {
                     transactional,
                     lsn: l,

@@ -20,6 +20,7 @@ use crate::pg::setup::SlotState;
 use crate::pg::slots;
 use crate::relay::decode::EventDecoder;
 use crate::relay::pipeline::{Pipeline, Stats, StreamEnd, Window};
+use crate::relay::read_pacing::ReadPacing;
 use crate::relay::route::Router;
 use crate::relay::sink::broker_check::check_broker;
 use crate::relay::sink::transaction::default_transactional_id;
@@ -100,7 +101,12 @@ pub async fn stream_until(
         identity = Some(located.identity.clone());
         first = false;
         let connected = tokio::select! {
-            c = PgSource::connect(&located.source, start, config.status_interval) => c,
+            c = PgSource::connect(
+                &located.source,
+                start,
+                config.status_interval,
+                ReadPacing::new(config.catch_up_pause, Some(metrics.catch_up_pauses.clone())),
+            ) => c,
             _ = stop.requested() => return Ok(pipeline.stats),
         };
         let mut source = match connected {
