@@ -166,7 +166,9 @@ impl PgSource {
     /// thread holds off reading for a moment first (see [`crate::relay::read_pacing`]).
     async fn recv(&mut self) -> pgwire_replication::Result<Option<ReplicationEvent>> {
         use futures::FutureExt as _;
-        if let Some(pause) = self.pacing.pause() {
+        // Only while the worker runs: once it ended, `recv` awaits its result, which must not
+        // be dropped half-way (a second `recv` could no longer report it).
+        if let Some(pause) = self.pacing.pause().filter(|_| self.client.is_running()) {
             if let Some(event) = self.client.recv().now_or_never() {
                 return event;
             }
