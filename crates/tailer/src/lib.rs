@@ -32,8 +32,8 @@ pub use relay::pipeline::Stats;
 pub use run::run;
 pub use shutdown::Shutdown;
 
-/// mimalloc for Rust and (through its `override` feature) for librdkafka's C code: records are
-/// allocated on one thread and freed on another, which glibc's malloc pays for in
-/// consolidation and locking (docs/benchmarks.md, "Where the CPU goes").
+/// jemalloc for Rust and (through its `override_allocator_on_supported_platforms` feature) for
+/// librdkafka's C code: records are allocated on one thread and freed on another, which glibc's
+/// malloc pays for in consolidation and locking (docs/bench/profile/README.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
