@@ -499,8 +499,25 @@ async fn a_backlog_far_behind_is_read_paced_and_arrives_whole_in_order() -> anyh
             .await?;
     }
     // The input of this test is the backlog's age: pacing starts once the walsender sends
-    // transactions that committed more than BEHIND ago, so let the last one age past it.
-    tokio::time::sleep(outbox_tailer::relay::read_pacing::BEHIND * 2).await;
+    // transactions that committed more than BEHIND ago (server clock), so wait until the
+    // server's clock is well past the last commit.
+    let committed: String = env
+        .client
+        .query_one("SELECT clock_timestamp()::text", &[])
+        .await?
+        .get(0);
+    let aged = format!(
+        "SELECT clock_timestamp() - '{committed}'::timestamptz > interval '{} milliseconds'",
+        outbox_tailer::relay::read_pacing::BEHIND.as_millis() * 2
+    );
+    wait_until(Duration::from_secs(30), "the backlog to age", || async {
+        Ok(env
+            .client
+            .query_one(aged.as_str(), &[])
+            .await?
+            .get::<_, bool>(0))
+    })
+    .await?;
 
     let addr = format!("127.0.0.1:{}", outbox_testkit::free_port()?);
     let tailer = spawn_in_process(env.config(&["--metrics-addr", &addr]));
