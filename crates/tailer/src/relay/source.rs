@@ -5,7 +5,8 @@
 //! a slot that rewound after a server crash does not re-send what is already in Kafka).
 //! Status updates are sent by pgwire-replication's worker on a timer and on every
 //! `reply_requested` keepalive, independently of how slow Kafka is; the only LSN it ever
-//! reports is the one passed to [`Source::confirm`].
+//! reports is the one passed to [`Source::confirm`]. While the stream is far behind, reads are
+//! paced so that it arrives in large pieces ([`crate::relay::read_pacing`]).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -102,6 +103,31 @@ impl PgSource {
             pacing,
         })
     }
+
+    /// The worker's next event. While the stream is far behind and the socket is empty, the
+    /// thread holds off reading for a moment first (see [`crate::relay::read_pacing`]).
+    async fn recv(&mut self) -> pgwire_replication::Result<Option<ReplicationEvent>> {
+        use futures::FutureExt as _;
+        // Only while the worker runs: once it ended, `recv` awaits its result, which must not
+        // be dropped half-way (a second `recv` could no longer report it).
+        if let Some(pause) = self.pacing.pause().filter(|_| self.client.is_running()) {
+            if let Some(event) = self.client.recv().now_or_never() {
+                return event;
+            }
+            // The worker shares this thread: let it read what the socket holds (yielding
+            // polls the runtime's IO driver before this task runs again).
+            tokio::task::yield_now().await;
+            if let Some(event) = self.client.recv().now_or_never() {
+                return event;
+            }
+            // The socket was empty: block the thread (and with it the worker's next read)
+            // while the stream piles up. Acks and signals wait as long, and nothing else here
+            // is in a hurry while the stream is this far behind.
+            std::thread::sleep(pause);
+            self.pacing.paused();
+        }
+        self.client.recv().await
+    }
 }
 
 /// The replication session's settings for `config` (its first host), starting at `start`.
@@ -158,33 +184,6 @@ impl std::fmt::Debug for PgSource {
             .field("slot", &self.slot)
             .field("confirmed", &self.confirmed)
             .finish()
-    }
-}
-
-impl PgSource {
-    /// The worker's next event. While the stream is far behind and the socket is empty, the
-    /// thread holds off reading for a moment first (see [`crate::relay::read_pacing`]).
-    async fn recv(&mut self) -> pgwire_replication::Result<Option<ReplicationEvent>> {
-        use futures::FutureExt as _;
-        // Only while the worker runs: once it ended, `recv` awaits its result, which must not
-        // be dropped half-way (a second `recv` could no longer report it).
-        if let Some(pause) = self.pacing.pause().filter(|_| self.client.is_running()) {
-            if let Some(event) = self.client.recv().now_or_never() {
-                return event;
-            }
-            // The worker shares this thread: let it read what the socket holds (yielding
-            // polls the runtime's IO driver before this task runs again).
-            tokio::task::yield_now().await;
-            if let Some(event) = self.client.recv().now_or_never() {
-                return event;
-            }
-            // The socket was empty: block the thread (and with it the worker's next read)
-            // while the stream piles up. Acks and signals wait as long, and nothing else here
-            // is in a hurry while the stream is this far behind.
-            std::thread::sleep(pause);
-            self.pacing.paused();
-        }
-        self.client.recv().await
     }
 }
 
